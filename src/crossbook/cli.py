@@ -1,0 +1,94 @@
+"""Command-line interface for crossbook (the ``crossbook`` console script).
+
+This module is part of the composition root: it may import any layer, but it
+imports heavy or optional parts lazily, inside the command that needs them, so
+``crossbook --help`` stays fast and a missing optional part breaks only its own
+command.
+
+Commands:
+    crossbook bench engine   run the matching-engine benchmark (prints figures;
+                             it is not a test and asserts nothing about timing)
+"""
+
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from crossbook import __version__
+
+app = typer.Typer(
+    name="crossbook",
+    help="crossbook: spot-exchange trade engine.",
+    no_args_is_help=True,
+)
+bench_app = typer.Typer(
+    help="Run benchmarks. They print figures (ops/s, percentiles); they are not tests.",
+    no_args_is_help=True,
+)
+app.add_typer(bench_app, name="bench")
+
+
+class Scenario(StrEnum):
+    """The command streams ``bench engine`` can replay."""
+
+    ADD_ONLY = "add-only"
+    CANCEL_HEAVY = "cancel-heavy"
+    MIXED = "mixed"
+    SWEEP = "sweep"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"crossbook {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """crossbook: spot-exchange trade engine."""
+
+
+@bench_app.command("engine")
+def bench_engine(
+    scenario: Annotated[
+        list[Scenario] | None,
+        typer.Option(
+            "--scenario",
+            help="Scenario to run; repeat the option to run several. Default: all.",
+            case_sensitive=False,
+        ),
+    ] = None,
+    commands: Annotated[
+        int,
+        typer.Option("--commands", min=1, help="Number of commands in each generated stream."),
+    ] = 10_000,
+    runs: Annotated[
+        int,
+        typer.Option("--runs", min=1, help="Timed runs per scenario."),
+    ] = 5,
+    seed: Annotated[
+        int,
+        typer.Option("--seed", help="Seed of the command-stream generator."),
+    ] = 42,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print results as JSON instead of a table."),
+    ] = False,
+) -> None:
+    """Benchmark the matching engine on generated command streams."""
+    from crossbook.bench import engine  # noqa: PLC0415 - lazy: only this command needs it
+
+    chosen = scenario or list(Scenario)
+    scenarios = list(dict.fromkeys(s.value for s in chosen))
+    engine.run(scenarios=scenarios, commands=commands, runs=runs, seed=seed, as_json=as_json)

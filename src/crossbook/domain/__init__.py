@@ -1,0 +1,82 @@
+"""The pure, deterministic core of crossbook (standard library only).
+
+Public surface: `Exchange` and its commands, events, errors and value types.
+Nothing here reads a clock, draws random numbers or does I/O.
+"""
+
+from crossbook.domain.commands import (
+    AmendOrder,
+    CancelOrder,
+    Command,
+    CreateAsset,
+    CreateMarket,
+    Deposit,
+    PlaceOrder,
+    SetMarketStatus,
+    Tick,
+    Withdraw,
+)
+from crossbook.domain.errors import DomainError, ErrorCode
+from crossbook.domain.events import (
+    AssetCreated,
+    BalanceChanged,
+    Deposited,
+    Event,
+    MarketCreated,
+    MarketStatusChanged,
+    OrderAccepted,
+    OrderUpdated,
+    TradeExecuted,
+    Withdrawn,
+)
+from crossbook.domain.exchange import Exchange, ExchangeLimits, Market
+from crossbook.domain.ledger import FEE_ACCOUNT_ID
+from crossbook.domain.markets import Asset, MarketSpec, MarketStatus
+from crossbook.domain.orders import (
+    CloseReason,
+    Order,
+    OrderStatus,
+    OrderType,
+    Side,
+    StpMode,
+    TimeInForce,
+)
+
+__all__ = [
+    "FEE_ACCOUNT_ID",
+    "AmendOrder",
+    "Asset",
+    "AssetCreated",
+    "BalanceChanged",
+    "CancelOrder",
+    "CloseReason",
+    "Command",
+    "CreateAsset",
+    "CreateMarket",
+    "Deposit",
+    "Deposited",
+    "DomainError",
+    "ErrorCode",
+    "Event",
+    "Exchange",
+    "ExchangeLimits",
+    "Market",
+    "MarketCreated",
+    "MarketSpec",
+    "MarketStatus",
+    "MarketStatusChanged",
+    "Order",
+    "OrderAccepted",
+    "OrderStatus",
+    "OrderType",
+    "OrderUpdated",
+    "PlaceOrder",
+    "SetMarketStatus",
+    "Side",
+    "StpMode",
+    "Tick",
+    "TimeInForce",
+    "TradeExecuted",
+    "Withdraw",
+    "Withdrawn",
+]

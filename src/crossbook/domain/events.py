@@ -1,0 +1,262 @@
+"""Events: what a command did, in order. Past tense, plain data.
+
+Every event has `seq`, the exchange-wide sequence (gap-free, starting at 1), and
+`ts_ms`, the time the command was executed at. Events that concern one market's
+public state (orders, trades, market status) also carry `market_seq`, that
+market's own gap-free sequence (1 = `MarketCreated`); it numbers the order-book
+diff stream. Balance and asset events have `market_seq = 0`.
+
+Hot-path objects: plain slotted classes, no validation. `to_dict` gives a
+canonical plain-data form for logs, stores and determinism checks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from crossbook.domain.markets import MarketSpec, MarketStatus
+from crossbook.domain.orders import CloseReason, Order, OrderStatus, Side
+
+
+class Event:
+    __slots__ = ("market_seq", "seq", "ts_ms")
+    kind: ClassVar[str] = "event"
+
+    def __init__(self, seq: int, market_seq: int, ts_ms: int) -> None:
+        self.seq = seq
+        self.market_seq = market_seq
+        self.ts_ms = ts_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        for cls in reversed(type(self).__mro__):
+            for name in getattr(cls, "__slots__", ()):
+                value = getattr(self, name)
+                out[name] = value.to_dict() if hasattr(value, "to_dict") else value
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.to_dict()})"
+
+
+class AssetCreated(Event):
+    __slots__ = ("code", "decimals")
+    kind = "asset_created"
+
+    def __init__(self, seq: int, ts_ms: int, code: str, decimals: int) -> None:
+        super().__init__(seq, 0, ts_ms)
+        self.code = code
+        self.decimals = decimals
+
+
+class MarketCreated(Event):
+    __slots__ = ("spec",)
+    kind = "market_created"
+
+    def __init__(self, seq: int, market_seq: int, ts_ms: int, spec: MarketSpec) -> None:
+        super().__init__(seq, market_seq, ts_ms)
+        self.spec = spec
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.spec
+        return {
+            "kind": self.kind,
+            "seq": self.seq,
+            "market_seq": self.market_seq,
+            "ts_ms": self.ts_ms,
+            "symbol": s.symbol,
+            "base": s.base.code,
+            "quote": s.quote.code,
+            "tick_size": s.price_grid.step_text,
+            "lot_size": s.quantity_grid.step_text,
+            "min_quantity_lots": s.min_quantity_lots,
+            "max_quantity_lots": s.max_quantity_lots,
+            "min_notional_units": s.min_notional_units,
+            "max_price_ticks": s.max_price_ticks,
+            "maker_fee_ppm": s.maker_fee_ppm,
+            "taker_fee_ppm": s.taker_fee_ppm,
+        }
+
+
+class MarketStatusChanged(Event):
+    __slots__ = ("status", "symbol")
+    kind = "market_status_changed"
+
+    def __init__(
+        self, seq: int, market_seq: int, ts_ms: int, symbol: str, status: MarketStatus
+    ) -> None:
+        super().__init__(seq, market_seq, ts_ms)
+        self.symbol = symbol
+        self.status = status
+
+
+class Deposited(Event):
+    __slots__ = ("amount_units", "asset", "user_id")
+    kind = "deposited"
+
+    def __init__(self, seq: int, ts_ms: int, user_id: int, asset: str, amount_units: int) -> None:
+        super().__init__(seq, 0, ts_ms)
+        self.user_id = user_id
+        self.asset = asset
+        self.amount_units = amount_units
+
+
+class Withdrawn(Deposited):
+    __slots__ = ()
+    kind = "withdrawn"
+
+
+class BalanceChanged(Event):
+    """A balance's new value after a command (once per touched balance, first-touch order)."""
+
+    __slots__ = ("asset", "available", "locked", "user_id")
+    kind = "balance_changed"
+
+    def __init__(
+        self, seq: int, ts_ms: int, user_id: int, asset: str, available: int, locked: int
+    ) -> None:
+        super().__init__(seq, 0, ts_ms)
+        self.user_id = user_id
+        self.asset = asset
+        self.available = available
+        self.locked = locked
+
+
+class OrderAccepted(Event):
+    """An order passed validation and its funds are reserved. Carries the full order."""
+
+    __slots__ = (
+        "client_order_id",
+        "expire_at_ms",
+        "order_id",
+        "order_type",
+        "post_only",
+        "price_ticks",
+        "priority",
+        "quantity_lots",
+        "quote_budget_units",
+        "reserved_units",
+        "side",
+        "stop_price_ticks",
+        "stp_mode",
+        "symbol",
+        "time_in_force",
+        "user_id",
+    )
+    kind = "order_accepted"
+
+    def __init__(self, seq: int, market_seq: int, ts_ms: int, order: Order) -> None:
+        super().__init__(seq, market_seq, ts_ms)
+        self.order_id = order.order_id
+        self.user_id = order.user_id
+        self.symbol = order.symbol
+        self.side = order.side
+        self.order_type = order.order_type
+        self.time_in_force = order.time_in_force
+        self.price_ticks = order.price_ticks
+        self.quantity_lots = order.quantity_lots
+        self.quote_budget_units = order.quote_budget_units
+        self.stop_price_ticks = order.stop_price_ticks
+        self.client_order_id = order.client_order_id
+        self.stp_mode = order.stp_mode
+        self.post_only = order.post_only
+        self.expire_at_ms = order.expire_at_ms
+        self.priority = order.priority
+        self.reserved_units = order.reserved_units
+
+
+class OrderUpdated(Event):
+    """An order's state after a change: a fill, an amend, a trigger, or its close.
+
+    `reason` is set when the order closed (its status is terminal) and says why.
+    """
+
+    __slots__ = (
+        "fee_paid_units",
+        "filled_lots",
+        "filled_notional_units",
+        "order_id",
+        "price_ticks",
+        "priority",
+        "quantity_lots",
+        "reason",
+        "reserved_units",
+        "status",
+        "symbol",
+        "triggered",
+        "user_id",
+    )
+    kind = "order_updated"
+
+    def __init__(
+        self, seq: int, market_seq: int, ts_ms: int, order: Order, reason: CloseReason | None
+    ) -> None:
+        super().__init__(seq, market_seq, ts_ms)
+        self.order_id = order.order_id
+        self.user_id = order.user_id
+        self.symbol = order.symbol
+        self.status: OrderStatus = order.status
+        self.price_ticks = order.price_ticks
+        self.quantity_lots = order.quantity_lots
+        self.filled_lots = order.filled_lots
+        self.filled_notional_units = order.filled_notional_units
+        self.fee_paid_units = order.fee_paid_units
+        self.reserved_units = order.reserved_units
+        self.priority = order.priority
+        self.triggered = order.triggered
+        self.reason = reason
+
+
+class TradeExecuted(Event):
+    """One fill between a resting maker and an incoming taker, settled from locked funds."""
+
+    __slots__ = (
+        "buyer_fee_units",
+        "buyer_order_id",
+        "buyer_user_id",
+        "maker_order_id",
+        "notional_units",
+        "price_ticks",
+        "quantity_lots",
+        "seller_fee_units",
+        "seller_order_id",
+        "seller_user_id",
+        "symbol",
+        "taker_side",
+        "trade_id",
+    )
+    kind = "trade_executed"
+
+    def __init__(
+        self,
+        seq: int,
+        market_seq: int,
+        ts_ms: int,
+        trade_id: int,
+        symbol: str,
+        price_ticks: int,
+        quantity_lots: int,
+        notional_units: int,
+        taker_side: Side,
+        maker_order_id: int,
+        buyer_order_id: int,
+        seller_order_id: int,
+        buyer_user_id: int,
+        seller_user_id: int,
+        buyer_fee_units: int,
+        seller_fee_units: int,
+    ) -> None:
+        super().__init__(seq, market_seq, ts_ms)
+        self.trade_id = trade_id
+        self.symbol = symbol
+        self.price_ticks = price_ticks
+        self.quantity_lots = quantity_lots
+        self.notional_units = notional_units
+        self.taker_side = taker_side
+        self.maker_order_id = maker_order_id
+        self.buyer_order_id = buyer_order_id
+        self.seller_order_id = seller_order_id
+        self.buyer_user_id = buyer_user_id
+        self.seller_user_id = seller_user_id
+        self.buyer_fee_units = buyer_fee_units
+        self.seller_fee_units = seller_fee_units

@@ -1,0 +1,134 @@
+"""Balances per (user, asset): `available` and `locked`, in integer minor units.
+
+Money enters only by `deposit` and leaves only by `withdraw`; every other move
+is between accounts or between a user's own available and locked funds, so per
+asset the sum over all accounts (fee account included) always equals
+`net_deposits[asset]`.
+
+Invariants:
+- no balance is ever negative: `withdraw` and `reserve` refuse with
+  INSUFFICIENT_BALANCE before changing anything; `release` and `settle_fill`
+  take from locked funds that the caller proved are there (assertions);
+- a trade is settled from the buyer's and seller's locked funds only, so it
+  cannot fail for lack of funds (DESIGN rule 3).
+
+Every mutated balance is remembered in `touched` (first-touch order) until the
+caller drains it, which is how commands report balance changes.
+"""
+
+from __future__ import annotations
+
+from crossbook.domain.errors import DomainError, ErrorCode
+
+FEE_ACCOUNT_ID = 0
+BalanceKey = tuple[int, str]
+
+
+class Balance:
+    __slots__ = ("available", "locked")
+
+    def __init__(self) -> None:
+        self.available = 0
+        self.locked = 0
+
+    @property
+    def total(self) -> int:
+        return self.available + self.locked
+
+
+class Ledger:
+    __slots__ = ("balances", "net_deposits", "touched")
+
+    def __init__(self) -> None:
+        self.balances: dict[BalanceKey, Balance] = {}
+        self.net_deposits: dict[str, int] = {}
+        self.touched: dict[BalanceKey, Balance] = {}
+
+    def _get(self, user_id: int, asset: str) -> Balance:
+        key = (user_id, asset)
+        balance = self.balances.get(key)
+        if balance is None:
+            balance = self.balances[key] = Balance()
+        self.touched[key] = balance
+        return balance
+
+    def available(self, user_id: int, asset: str) -> int:
+        balance = self.balances.get((user_id, asset))
+        return 0 if balance is None else balance.available
+
+    def locked(self, user_id: int, asset: str) -> int:
+        balance = self.balances.get((user_id, asset))
+        return 0 if balance is None else balance.locked
+
+    def deposit(self, user_id: int, asset: str, amount: int) -> None:
+        assert amount > 0, amount
+        self._get(user_id, asset).available += amount
+        self.net_deposits[asset] = self.net_deposits.get(asset, 0) + amount
+
+    def withdraw(self, user_id: int, asset: str, amount: int) -> None:
+        assert amount > 0, amount
+        self.require_available(user_id, asset, amount)
+        self._get(user_id, asset).available -= amount
+        self.net_deposits[asset] -= amount
+
+    def require_available(self, user_id: int, asset: str, amount: int) -> None:
+        """Refuse (changing nothing) unless `amount` is available."""
+        have = self.available(user_id, asset)
+        if have < amount:
+            raise DomainError(
+                ErrorCode.INSUFFICIENT_BALANCE,
+                f"insufficient {asset} balance",
+                asset=asset,
+                required=amount,
+                available=have,
+            )
+
+    def reserve(self, user_id: int, asset: str, amount: int) -> None:
+        """Move `amount` from available to locked, or refuse changing nothing."""
+        if amount == 0:
+            return
+        assert amount > 0, amount
+        self.require_available(user_id, asset, amount)
+        balance = self._get(user_id, asset)
+        balance.available -= amount
+        balance.locked += amount
+
+    def release(self, user_id: int, asset: str, amount: int) -> None:
+        """Move `amount` from locked back to available."""
+        if amount == 0:
+            return
+        balance = self._get(user_id, asset)
+        assert 0 < amount <= balance.locked, (user_id, asset, amount, balance.locked)
+        balance.locked -= amount
+        balance.available += amount
+
+    def settle_fill(
+        self,
+        buyer_id: int,
+        seller_id: int,
+        base: str,
+        quote: str,
+        base_units: int,
+        notional_units: int,
+        buyer_fee_units: int,
+        seller_fee_units: int,
+    ) -> None:
+        """Settle one trade from locked funds; both fees go to the fee account."""
+        buyer_pays = notional_units + buyer_fee_units
+        buyer_quote = self._get(buyer_id, quote)
+        seller_base = self._get(seller_id, base)
+        assert buyer_quote.locked >= buyer_pays, (buyer_id, buyer_quote.locked, buyer_pays)
+        assert seller_base.locked >= base_units, (seller_id, seller_base.locked, base_units)
+        assert 0 <= seller_fee_units <= notional_units, (seller_fee_units, notional_units)
+        buyer_quote.locked -= buyer_pays
+        seller_base.locked -= base_units
+        self._get(buyer_id, base).available += base_units
+        self._get(seller_id, quote).available += notional_units - seller_fee_units
+        fees = buyer_fee_units + seller_fee_units
+        if fees:
+            self._get(FEE_ACCOUNT_ID, quote).available += fees
+
+    def drain_touched(self) -> list[tuple[BalanceKey, Balance]]:
+        touched = list(self.touched.items())
+        self.touched.clear()
+        return touched
