@@ -115,7 +115,10 @@ def check_orders(exchange: Exchange) -> None:
             order.status in (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED),
             f"closed order still open: {order!r}",
         )
-        _require(0 <= order.filled_lots < order.quantity_lots, f"bad fill: {order!r}")
+        if order.quote_budget_units:  # only a waiting stop-market buy rests with a budget
+            _require(order.filled_lots == 0 and not order.triggered, f"bad budget: {order!r}")
+        else:
+            _require(0 <= order.filled_lots < order.quantity_lots, f"bad fill: {order!r}")
         _require(
             (order.filled_lots > 0) == (order.status is OrderStatus.PARTIALLY_FILLED),
             f"status disagrees with fills: {order!r}",

@@ -104,6 +104,8 @@ def plan_match(
                 if lots == 0:
                     plan.exhausted_budget = True
                     return _finish(plan, fee_paid_units)
+                # affording less than the maker offers means no further lot is affordable
+                plan.exhausted_budget = lots < available
             notional = price * lots * notional_units
             before = fee_total(plan.fee_accrued)
             plan.fee_accrued += notional * taker_fee_ppm
@@ -111,7 +113,7 @@ def plan_match(
             plan.steps.append((maker, lots))
             plan.filled_lots += lots
             plan.notional_units += notional
-            if max_lots and plan.filled_lots == want:
+            if plan.exhausted_budget or (max_lots and plan.filled_lots == want):
                 return _finish(plan, fee_paid_units)
             maker = maker.next
     return _finish(plan, fee_paid_units)
