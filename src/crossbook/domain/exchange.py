@@ -704,7 +704,7 @@ class Exchange:
             "assets": sorted((a.code, a.decimals) for a in self.assets.values()),
             "markets": [
                 {
-                    "event": MarketCreated(0, 0, 0, m.spec).to_dict(),
+                    "rules": m.spec.rules(),
                     "status": m.status,
                     "last_price_ticks": m.last_price_ticks,
                     "market_seq": m.market_seq,

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 
 from crossbook.domain.errors import DomainError, ErrorCode
-from crossbook.domain.units import Grid, parse_scaled
+from crossbook.domain.units import Grid, format_scaled, parse_scaled
 
 INT64_MAX = 2**63 - 1
 FEE_RATE_SCALE = 1_000_000  # fee rates are parts per million of the notional
@@ -184,6 +184,21 @@ class MarketSpec:
 
     def format_base(self, minor_units: int) -> str:
         return self.base.format_amount(minor_units)
+
+    def rules(self) -> dict[str, str]:
+        """The decimal-string rules that rebuild this spec with `create` (exactly)."""
+        return {
+            "base": self.base.code,
+            "quote": self.quote.code,
+            "tick_size": self.price_grid.step_text,
+            "lot_size": self.quantity_grid.step_text,
+            "min_quantity": self.format_quantity(self.min_quantity_lots),
+            "max_quantity": self.format_quantity(self.max_quantity_lots),
+            "min_notional": self.format_quote(self.min_notional_units),
+            "max_price": self.format_price(self.max_price_ticks),
+            "maker_fee_rate": format_scaled(self.maker_fee_ppm, 6),
+            "taker_fee_rate": format_scaled(self.taker_fee_ppm, 6),
+        }
 
     # -- integer arithmetic used by matching and the ledger --------------------
 
