@@ -69,6 +69,7 @@ from crossbook.domain.orders import (
     OrderType,
     Side,
     TimeInForce,
+    order_record,
 )
 from crossbook.domain.stops import StopBook
 from crossbook.domain.validation import (
@@ -118,6 +119,8 @@ class Exchange:
         self._open_counts: dict[int, int] = {}
         self._expiries: list[tuple[int, int, Order]] = []
         self._events: list[Event] = []
+        # orders the last command created or changed (closed ones included), for stores
+        self.touched_orders: dict[int, Order] = {}
         self._handlers: dict[type, Callable[[Any], None]] = {
             CreateAsset: self._create_asset,
             CreateMarket: self._create_market,
@@ -136,10 +139,13 @@ class Exchange:
         """Apply one command; return its events, or raise `DomainError` changing nothing."""
         events: list[Event] = []
         self._events = events
+        self.touched_orders.clear()
         try:
             self._handlers[type(command)](command)
         except DomainError:
-            assert not events and not self.ledger.touched, "a rejection changed state"
+            assert not (events or self.ledger.touched or self.touched_orders), (
+                "rejection changed state"
+            )
             raise
         if self.ledger.touched:
             now = self.now_ms
@@ -587,6 +593,7 @@ class Exchange:
         """Make an order terminal (it is already out of the book) and free its funds."""
         assert order.level is None, order
         order.set_status(status)
+        order.close_reason = reason
         order.updated_at_ms = self.now_ms
         if order.quote_budget_units:
             order.quantity_lots = order.filled_lots
@@ -607,6 +614,7 @@ class Exchange:
             market.stops.discard(order)
 
     def _register(self, order: Order) -> None:
+        self.touched_orders[order.order_id] = order
         self.orders[order.order_id] = order
         self._open_counts[order.user_id] = self._open_counts.get(order.user_id, 0) + 1
         if order.client_order_id is not None:
@@ -673,6 +681,7 @@ class Exchange:
         self._events.append(event)
 
     def _emit_update(self, market: Market, order: Order, reason: CloseReason | None) -> None:
+        self.touched_orders[order.order_id] = order
         self.seq += 1
         market.market_seq += 1
         self._events.append(OrderUpdated(self.seq, market.market_seq, self.now_ms, order, reason))
@@ -693,21 +702,35 @@ class Exchange:
 
     # -- canonical state --------------------------------------------------------------
 
-    def state(self) -> dict[str, Any]:
-        """Everything that determines future behaviour, as canonical plain data."""
+    def counters(self) -> dict[str, int]:
+        """The exchange-wide counters and clock (part of `state`)."""
         return {
             "now_ms": self.now_ms,
             "seq": self.seq,
             "next_order_id": self.next_order_id,
             "next_trade_id": self.next_trade_id,
             "next_priority": self.next_priority,
+        }
+
+    @staticmethod
+    def market_runtime(market: Market) -> dict[str, Any]:
+        """A market's changing state besides its book (part of `state`)."""
+        return {
+            "symbol": market.spec.symbol,
+            "status": market.status,
+            "last_price_ticks": market.last_price_ticks,
+            "market_seq": market.market_seq,
+        }
+
+    def state(self) -> dict[str, Any]:
+        """Everything that determines future behaviour, as canonical plain data."""
+        return {
+            "counters": self.counters(),
             "assets": sorted((a.code, a.decimals) for a in self.assets.values()),
             "markets": [
-                {
+                self.market_runtime(m)
+                | {
                     "rules": m.spec.rules(),
-                    "status": m.status,
-                    "last_price_ticks": m.last_price_ticks,
-                    "market_seq": m.market_seq,
                     "book": {str(side): levels for side, levels in m.book.l3().items()},
                     "stops": [o.order_id for o in m.stops.orders()],
                 }
@@ -718,7 +741,7 @@ class Exchange:
                 for (user, asset), b in self.ledger.balances.items()
             ),
             "net_deposits": sorted(self.ledger.net_deposits.items()),
-            "orders": [_order_state(o) for _, o in sorted(self.orders.items())],
+            "orders": [order_record(o) for _, o in sorted(self.orders.items())],
         }
 
     def state_digest(self) -> str:
@@ -743,32 +766,3 @@ def _check_amount(amount: object, max_units: int) -> None:
         raise DomainError(
             ErrorCode.INVALID_AMOUNT, "amount must be greater than 0 and in range", field="amount"
         )
-
-
-def _order_state(order: Order) -> list[Any]:
-    return [
-        order.order_id,
-        order.user_id,
-        order.symbol,
-        order.side,
-        order.order_type,
-        order.time_in_force,
-        order.price_ticks,
-        order.quantity_lots,
-        order.quote_budget_units,
-        order.stop_price_ticks,
-        order.client_order_id,
-        order.stp_mode,
-        order.post_only,
-        order.expire_at_ms,
-        order.priority,
-        order.created_at_ms,
-        order.updated_at_ms,
-        order.status,
-        order.filled_lots,
-        order.filled_notional_units,
-        order.fee_accrued,
-        order.fee_paid_units,
-        order.reserved_units,
-        order.triggered,
-    ]

@@ -16,7 +16,7 @@ Invariants:
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from crossbook.domain.book import PriceLevel
@@ -114,6 +114,7 @@ class Order:
 
     __slots__ = (
         "client_order_id",
+        "close_reason",
         "created_at_ms",
         "expire_at_ms",
         "fee_accrued",
@@ -185,6 +186,7 @@ class Order:
         self.fee_paid_units = 0
         self.reserved_units = 0
         self.triggered = stop_price_ticks == 0
+        self.close_reason: CloseReason | None = None  # set when the order closes
         self.level: PriceLevel | None = None
         self.prev: Order | None = None
         self.next: Order | None = None
@@ -210,3 +212,69 @@ class Order:
             f"Order({self.order_id}, user={self.user_id}, {self.symbol} {self.side} "
             f"{self.order_type} {self.remaining_lots}@{self.price_ticks} {self.status})"
         )
+
+
+RECORD_FIELDS = (
+    "order_id",
+    "user_id",
+    "symbol",
+    "side",
+    "order_type",
+    "time_in_force",
+    "price_ticks",
+    "quantity_lots",
+    "quote_budget_units",
+    "stop_price_ticks",
+    "client_order_id",
+    "stp_mode",
+    "post_only",
+    "expire_at_ms",
+    "priority",
+    "created_at_ms",
+    "updated_at_ms",
+    "status",
+    "filled_lots",
+    "filled_notional_units",
+    "fee_accrued",
+    "fee_paid_units",
+    "reserved_units",
+    "triggered",
+    "close_reason",
+)  # everything that makes an order what it is (book links excluded)
+
+
+def order_record(order: Order) -> dict[str, Any]:
+    """An order as plain data: what a store keeps and `order_from_record` rebuilds."""
+    return {name: getattr(order, name) for name in RECORD_FIELDS}
+
+
+def order_from_record(record: dict[str, Any]) -> Order:
+    r = record
+    order = Order(
+        r["order_id"],
+        r["user_id"],
+        r["symbol"],
+        Side(r["side"]),
+        OrderType(r["order_type"]),
+        TimeInForce(r["time_in_force"]),
+        r["price_ticks"],
+        r["quantity_lots"],
+        r["quote_budget_units"],
+        r["stop_price_ticks"],
+        r["client_order_id"],
+        StpMode(r["stp_mode"]),
+        r["post_only"],
+        r["expire_at_ms"],
+        r["priority"],
+        r["created_at_ms"],
+    )
+    order.updated_at_ms = r["updated_at_ms"]
+    order.status = OrderStatus(r["status"])
+    order.filled_lots = r["filled_lots"]
+    order.filled_notional_units = r["filled_notional_units"]
+    order.fee_accrued = r["fee_accrued"]
+    order.fee_paid_units = r["fee_paid_units"]
+    order.reserved_units = r["reserved_units"]
+    order.triggered = r["triggered"]
+    order.close_reason = None if r["close_reason"] is None else CloseReason(r["close_reason"])
+    return order

@@ -17,7 +17,7 @@ from typing import Any
 from crossbook.domain.exchange import Exchange, ExchangeLimits, Market
 from crossbook.domain.ledger import Balance
 from crossbook.domain.markets import Asset, MarketSpec, MarketStatus
-from crossbook.domain.orders import Order, OrderStatus, OrderType, Side, StpMode, TimeInForce
+from crossbook.domain.orders import order_from_record
 
 
 def restore(state: dict[str, Any], limits: ExchangeLimits | None = None) -> Exchange:
@@ -31,7 +31,7 @@ def restore(state: dict[str, Any], limits: ExchangeLimits | None = None) -> Exch
         balance = ex.ledger.balances[(user_id, asset)] = Balance()
         balance.available, balance.locked = available, locked
     ex.ledger.net_deposits.update(dict(state["net_deposits"]))
-    orders = sorted((_restore_order(row) for row in state["orders"]), key=lambda o: o.priority)
+    orders = sorted(map(order_from_record, state["orders"]), key=lambda o: o.priority)
     for order in orders:
         market = ex.markets[order.symbol]
         if order.triggered:
@@ -39,9 +39,10 @@ def restore(state: dict[str, Any], limits: ExchangeLimits | None = None) -> Exch
         else:
             market.stops.add(order)
         ex._register(order)  # the exchange's own bookkeeping: ids, client ids, expiries
-    ex.now_ms, ex.seq = state["now_ms"], state["seq"]
-    ex.next_order_id, ex.next_trade_id = state["next_order_id"], state["next_trade_id"]
-    ex.next_priority = state["next_priority"]
+    counters = state["counters"]
+    ex.now_ms, ex.seq = counters["now_ms"], counters["seq"]
+    ex.next_order_id, ex.next_trade_id = counters["next_order_id"], counters["next_trade_id"]
+    ex.next_priority = counters["next_priority"]
     return ex
 
 
@@ -65,59 +66,3 @@ def _restore_market(ex: Exchange, data: dict[str, Any]) -> Market:
     market.last_price_ticks = data["last_price_ticks"]
     market.market_seq = data["market_seq"]
     return market
-
-
-def _restore_order(row: list[Any]) -> Order:
-    (
-        order_id,
-        user_id,
-        symbol,
-        side,
-        order_type,
-        time_in_force,
-        price_ticks,
-        quantity_lots,
-        quote_budget_units,
-        stop_price_ticks,
-        client_order_id,
-        stp_mode,
-        post_only,
-        expire_at_ms,
-        priority,
-        created_at_ms,
-        updated_at_ms,
-        status,
-        filled_lots,
-        filled_notional_units,
-        fee_accrued,
-        fee_paid_units,
-        reserved_units,
-        triggered,
-    ) = row
-    order = Order(
-        order_id,
-        user_id,
-        symbol,
-        Side(side),
-        OrderType(order_type),
-        TimeInForce(time_in_force),
-        price_ticks,
-        quantity_lots,
-        quote_budget_units,
-        stop_price_ticks,
-        client_order_id,
-        StpMode(stp_mode),
-        post_only,
-        expire_at_ms,
-        priority,
-        created_at_ms,
-    )
-    order.updated_at_ms = updated_at_ms
-    order.status = OrderStatus(status)
-    order.filled_lots = filled_lots
-    order.filled_notional_units = filled_notional_units
-    order.fee_accrued = fee_accrued
-    order.fee_paid_units = fee_paid_units
-    order.reserved_units = reserved_units
-    order.triggered = triggered
-    return order
