@@ -1,0 +1,102 @@
+"""What one engine batch hands to the store: its events and the rows they changed.
+
+The store keeps projections (assets, markets, balances, orders, trades, the
+event log and the counters) from which `Exchange.state()` can be rebuilt
+exactly, so a batch carries the FINAL record of every order and balance its
+commands touched, taken from the exchange after the whole batch ran.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from crossbook.domain import (
+    AssetCreated,
+    BalanceChanged,
+    Deposited,
+    Event,
+    Exchange,
+    MarketCreated,
+    Order,
+    TradeExecuted,
+    Withdrawn,
+)
+from crossbook.domain.orders import order_record
+
+
+@dataclass(slots=True)
+class CommitBatch:
+    """One transaction's worth of changes, all derived from the batch's events."""
+
+    events: list[Event]  # the event log, in `seq` order
+    orders: list[dict[str, Any]]  # `order_record` of every order created or changed
+    trades: list[TradeExecuted]
+    balances: list[tuple[int, str, int, int]]  # (user_id, asset, available, locked), final
+    net_deposit_changes: dict[str, int]  # asset -> deposits minus withdrawals in this batch
+    assets: list[tuple[str, int]]  # (code, decimals) created in this batch
+    markets: list[dict[str, Any]]  # runtime (+ "rules" if created) of every touched market
+    counters: dict[str, int]  # `Exchange.counters()` after the batch
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.events
+
+
+@dataclass(slots=True)
+class BatchBuilder:
+    """Collects the effects of the commands of one batch, in order."""
+
+    events: list[Event] = field(default_factory=list)
+    orders: dict[int, Order] = field(default_factory=dict)
+
+    def add(self, exchange: Exchange, events: list[Event]) -> None:
+        """Record one successfully executed command (call right after `execute`)."""
+        self.events.extend(events)
+        self.orders.update(exchange.touched_orders)
+
+    def build(self, exchange: Exchange) -> CommitBatch:
+        trades: list[TradeExecuted] = []
+        balances: dict[tuple[int, str], tuple[int, str, int, int]] = {}
+        deposits: dict[str, int] = {}
+        assets: list[tuple[str, int]] = []
+        created: dict[str, MarketCreated] = {}
+        touched_markets: dict[str, None] = {}
+        for event in self.events:
+            if isinstance(event, TradeExecuted):
+                trades.append(event)
+            elif isinstance(event, BalanceChanged):
+                key = (event.user_id, event.asset)
+                balances[key] = (event.user_id, event.asset, event.available, event.locked)
+            elif isinstance(event, Withdrawn):  # before Deposited: it is a subclass
+                deposits[event.asset] = deposits.get(event.asset, 0) - event.amount_units
+            elif isinstance(event, Deposited):
+                deposits[event.asset] = deposits.get(event.asset, 0) + event.amount_units
+            elif isinstance(event, AssetCreated):
+                assets.append((event.code, event.decimals))
+            elif isinstance(event, MarketCreated):
+                created[event.spec.symbol] = event
+                touched_markets[event.spec.symbol] = None
+            if event.market_seq:
+                touched_markets[getattr(event, "symbol", None) or _symbol_of(event)] = None
+        markets = []
+        for symbol in touched_markets:
+            row = exchange.market_runtime(exchange.markets[symbol])
+            if symbol in created:
+                row["rules"] = created[symbol].spec.rules()
+            markets.append(row)
+        return CommitBatch(
+            events=self.events,
+            orders=[order_record(order) for order in self.orders.values()],
+            trades=trades,
+            balances=list(balances.values()),
+            net_deposit_changes=deposits,
+            assets=assets,
+            markets=markets,
+            counters=exchange.counters(),
+        )
+
+
+def _symbol_of(event: Event) -> str:
+    assert isinstance(event, MarketCreated), event
+    return event.spec.symbol

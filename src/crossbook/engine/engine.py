@@ -1,0 +1,226 @@
+"""The engine loop: the single writer of trading state (DESIGN rules 1 and 4).
+
+One asyncio task owns the `Exchange`. Callers `submit` a command and await its
+result; the task drains up to `batch_max_commands` queued commands, advances
+time once (`Tick`), executes them in order, and hands every change to the store
+in ONE transaction. Only after that commit does it resolve the callers and
+publish the events. So nothing leaves the engine before it is durable.
+
+Failure: if a commit fails, the batch's callers get `EngineUnavailableError`
+(nothing of theirs happened; retrying with the same client order id is safe),
+the engine stops taking work, throws its in-memory state away and recovers
+from the store, which holds the committed truth, then resumes.
+
+Invariants and limits:
+- only the loop task touches the exchange; `submit` never does;
+- the queue holds at most `queue_capacity` commands: beyond that `submit`
+  refuses at once with `EngineOverloadedError` (memory never grows unbounded);
+- after every batch the cheap invariants run; after recovery all of them do.
+  A broken invariant stops the engine: it is a bug, not a condition to survive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from crossbook.domain import Command, DomainError, Event, Exchange, ExchangeLimits, Tick
+from crossbook.domain.invariants import check_all, check_cheap
+from crossbook.domain.snapshot import restore
+from crossbook.engine.batch import BatchBuilder
+from crossbook.engine.ports import Clock, Publisher, Store
+
+log = structlog.get_logger(__name__)
+
+
+class EngineUnavailableError(Exception):
+    """The engine cannot take work now (recovering, stopped); retry later."""
+
+
+class EngineOverloadedError(Exception):
+    """The command queue is full; retry after a short wait."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLimits:
+    queue_capacity: int = 20_000
+    batch_max_commands: int = 2_000
+    recovery_retry_ms: int = 500
+
+
+class SystemClock:
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class BatchStats:
+    """What the last batch did; read by metrics and benchmarks."""
+
+    commands: int = 0
+    events: int = 0
+    commit_ms: float = 0.0
+
+
+_Pending = tuple[Command, "asyncio.Future[list[Event]]"]
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        publisher: Publisher,
+        clock: Clock | None = None,
+        limits: EngineLimits | None = None,
+        exchange_limits: ExchangeLimits | None = None,
+    ) -> None:
+        self._store = store
+        self._publisher = publisher
+        self._clock = clock or SystemClock()
+        self.limits = limits or EngineLimits()
+        self._exchange_limits = exchange_limits
+        self._exchange = Exchange(exchange_limits)
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(self.limits.queue_capacity)
+        self._available = False
+        self._task: asyncio.Task[None] | None = None
+        self.last_batch = BatchStats()
+        self.recoveries = 0
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def start(self) -> None:
+        assert self._task is None, "engine already started"
+        await self._recover_once()
+        self._task = asyncio.create_task(self._run(), name="crossbook-engine")
+
+    async def stop(self) -> None:
+        """Stop taking work, finish nothing new, fail whatever is still queued."""
+        self._available = False
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._fail_queued()
+
+    @property
+    def available(self) -> bool:
+        return self._available
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    @property
+    def exchange(self) -> Exchange:
+        """The live exchange, for read-only use from the loop's own thread."""
+        return self._exchange
+
+    # -- the callers' side ----------------------------------------------------
+
+    async def submit(self, command: Command) -> list[Event]:
+        """Execute `command` durably; returns its events or raises its `DomainError`."""
+        if not self._available:
+            raise EngineUnavailableError("engine is not available")
+        future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait((command, future))
+        except asyncio.QueueFull:
+            raise EngineOverloadedError("engine queue is full") from None
+        return await future
+
+    # -- the loop ---------------------------------------------------------------
+
+    async def _run(self) -> None:
+        batch: list[_Pending] = []
+        try:
+            while True:
+                batch = [await self._queue.get()]
+                while len(batch) < self.limits.batch_max_commands and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                await self._process(batch)
+        except BaseException:
+            # cancelled, or a broken invariant: take no more work and leave no caller waiting
+            self._available = False
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(EngineUnavailableError("engine stopped"))
+            self._fail_queued()
+            raise
+
+    async def _process(self, batch: list[_Pending]) -> None:
+        exchange = self._exchange
+        builder = BatchBuilder()
+        builder.add(exchange, exchange.execute(Tick(self._clock.now_ms())))
+        outcomes: list[list[Event] | DomainError] = []
+        for command, _ in batch:
+            try:
+                events = exchange.execute(command)
+            except DomainError as error:
+                outcomes.append(error)
+                continue
+            builder.add(exchange, events)
+            outcomes.append(events)
+        check_cheap(exchange, {getattr(e, "symbol", "") for e in builder.events} - {""})
+        commit = builder.build(exchange)
+        started = time.perf_counter()
+        try:
+            if not commit.is_empty:
+                await self._store.commit(commit)
+        except Exception:
+            log.exception("commit failed; recovering from the store", commands=len(batch))
+            self._available = False
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(EngineUnavailableError("commit failed; retry"))
+            await self._recover()
+            return
+        self.last_batch = BatchStats(
+            len(batch), len(commit.events), (time.perf_counter() - started) * 1000
+        )
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():  # the caller went away
+                continue
+            if isinstance(outcome, DomainError):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+        if commit.events:
+            self._publisher.publish(commit.events)
+
+    # -- recovery ---------------------------------------------------------------
+
+    async def _recover(self) -> None:
+        """Rebuild from the store, retrying until it answers; then resume taking work."""
+        self._fail_queued()
+        while True:
+            try:
+                await self._recover_once()
+                return
+            except Exception:
+                log.exception("recovery failed; retrying")
+                await asyncio.sleep(self.limits.recovery_retry_ms / 1000)
+
+    async def _recover_once(self) -> None:
+        state: dict[str, Any] | None = await self._store.load_state()
+        exchange = (
+            Exchange(self._exchange_limits)
+            if state is None
+            else restore(state, self._exchange_limits)
+        )
+        check_all(exchange)
+        self._exchange = exchange
+        self.recoveries += 1
+        self._available = True
+        log.info("engine ready", open_orders=len(exchange.orders), seq=exchange.seq)
+
+    def _fail_queued(self) -> None:
+        while not self._queue.empty():
+            _, future = self._queue.get_nowait()
+            if not future.done():
+                future.set_exception(EngineUnavailableError("engine is recovering; retry"))

@@ -1,0 +1,93 @@
+"""In-memory fakes of the engine's ports.
+
+`MemoryStore` applies each `CommitBatch` to plain dicts the way a database
+store applies it to tables, and rebuilds `Exchange.state()` from them: it is
+the executable statement of what a store must keep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+from crossbook.domain import Event, OrderStatus
+from crossbook.engine.batch import CommitBatch
+
+OPEN = {OrderStatus.OPEN.value, OrderStatus.PARTIALLY_FILLED.value}
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.assets: dict[str, int] = {}
+        self.markets: dict[str, dict[str, Any]] = {}
+        self.balances: dict[tuple[int, str], tuple[int, int]] = {}
+        self.net_deposits: dict[str, int] = {}
+        self.orders: dict[int, dict[str, Any]] = {}
+        self.trades: list[Any] = []
+        self.events: list[Event] = []
+        self.counters: dict[str, int] | None = None
+        self.commits = 0
+        self.fail_next_commits = 0
+        self.gate: asyncio.Event | None = None  # when set up, commits wait for it
+        self.commit_entered = asyncio.Event()
+
+    async def load_state(self) -> dict[str, Any] | None:
+        if self.counters is None:
+            return None
+        return copy.deepcopy(
+            {
+                "counters": self.counters,
+                "assets": sorted(self.assets.items()),
+                "markets": [self.markets[s] for s in sorted(self.markets)],
+                "balances": sorted((u, a, av, lo) for (u, a), (av, lo) in self.balances.items()),
+                "net_deposits": sorted(self.net_deposits.items()),
+                "orders": [o for _, o in sorted(self.orders.items()) if o["status"] in OPEN],
+            }
+        )
+
+    async def commit(self, batch: CommitBatch) -> None:
+        self.commit_entered.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail_next_commits:
+            self.fail_next_commits -= 1
+            raise ConnectionError("database went away")
+        self.assets.update(batch.assets)
+        for row in batch.markets:
+            self.markets[row["symbol"]] = self.markets.get(row["symbol"], {}) | dict(row)
+        for user_id, asset, available, locked in batch.balances:
+            self.balances[(user_id, asset)] = (available, locked)
+        for asset, delta in batch.net_deposit_changes.items():
+            self.net_deposits[asset] = self.net_deposits.get(asset, 0) + delta
+        for record in batch.orders:
+            self.orders[record["order_id"]] = dict(record)
+        self.trades.extend(batch.trades)
+        self.events.extend(batch.events)
+        self.counters = dict(batch.counters)
+        self.commits += 1
+
+    @property
+    def committed_seq(self) -> int:
+        return self.events[-1].seq if self.events else 0
+
+
+class RecordingPublisher:
+    """Records what was published, and checks it was committed first."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.events: list[Event] = []
+
+    def publish(self, events: Sequence[Event]) -> None:
+        assert events[-1].seq <= self.store.committed_seq, "published before commit"
+        self.events.extend(events)
+
+
+class FakeClock:
+    def __init__(self, now_ms: int = 1_000) -> None:
+        self.now = now_ms
+
+    def now_ms(self) -> int:
+        return self.now

@@ -1,0 +1,177 @@
+"""The engine loop: batching, commit-before-ack, overload, commit failure and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from engine_fakes import FakeClock, MemoryStore, RecordingPublisher
+
+from crossbook.domain import (
+    CreateAsset,
+    CreateMarket,
+    Deposit,
+    DomainError,
+    ErrorCode,
+    OrderType,
+    PlaceOrder,
+    Side,
+    TimeInForce,
+    TradeExecuted,
+)
+from crossbook.domain.snapshot import restore
+from crossbook.engine.engine import (
+    Engine,
+    EngineLimits,
+    EngineOverloadedError,
+    EngineUnavailableError,
+)
+
+SETUP = [
+    CreateAsset("BTC", 8),
+    CreateAsset("USDT", 8),
+    CreateMarket("BTC", "USDT", "0.01", "0.00001", "0.00001", "1000"),
+    Deposit(1, "BTC", 10 * 10**8),
+    Deposit(2, "USDT", 1_000_000 * 10**8),
+]
+
+
+def limit(user_id: int, side: Side, price: int, lots: int, **extra: Any) -> PlaceOrder:
+    return PlaceOrder(
+        user_id, "BTC/USDT", side, OrderType.LIMIT, quantity_lots=lots, price_ticks=price, **extra
+    )
+
+
+def run(
+    scenario: Callable[[Engine, MemoryStore], Awaitable[None]],
+    limits: EngineLimits | None = None,
+    store: MemoryStore | None = None,
+) -> None:
+    async def main() -> None:
+        memory = store or MemoryStore()
+        engine = Engine(memory, RecordingPublisher(memory), FakeClock(), limits)
+        await engine.start()
+        try:
+            for command in SETUP if memory.counters is None else []:
+                await engine.submit(command)
+            await scenario(engine, memory)
+        finally:
+            await engine.stop()
+
+    asyncio.run(main())
+
+
+def test_submit_returns_events_only_after_they_are_committed() -> None:
+    async def scenario(engine: Engine, store: MemoryStore) -> None:
+        await engine.submit(limit(1, Side.SELL, 5_000_000, 100_000))
+        events = await engine.submit(limit(2, Side.BUY, 5_000_000, 100_000))
+        assert any(isinstance(e, TradeExecuted) for e in events)
+        assert events[-1].seq <= store.committed_seq
+        assert len(store.trades) == 1
+
+    run(scenario)
+
+
+def test_a_rejection_reaches_its_caller_and_commits_nothing() -> None:
+    async def scenario(engine: Engine, store: MemoryStore) -> None:
+        commits = store.commits
+        with pytest.raises(DomainError) as raised:
+            await engine.submit(limit(2, Side.SELL, 5_000_000, 100_000))
+        assert raised.value.code is ErrorCode.INSUFFICIENT_BALANCE
+        assert store.commits == commits
+
+    run(scenario)
+
+
+def test_concurrent_commands_are_grouped_into_few_commits() -> None:
+    async def scenario(engine: Engine, store: MemoryStore) -> None:
+        commits = store.commits
+        orders = [limit(2, Side.BUY, 4_000_000 + i, 10) for i in range(200)]
+        results = await asyncio.gather(*(engine.submit(o) for o in orders))
+        assert len(results) == 200
+        assert store.commits - commits < 20
+        assert len(engine.exchange.orders) == 200
+
+    run(scenario)
+
+
+def test_a_full_queue_refuses_at_once() -> None:
+    async def scenario(engine: Engine, store: MemoryStore) -> None:
+        store.gate = asyncio.Event()  # the next commit blocks: the loop is stuck in it
+        store.commit_entered.clear()
+        first = asyncio.ensure_future(engine.submit(limit(2, Side.BUY, 4_000_000, 10)))
+        await store.commit_entered.wait()
+        queued = [
+            asyncio.ensure_future(engine.submit(limit(2, Side.BUY, 4_000_000 + i, 10)))
+            for i in range(4)
+        ]
+        await asyncio.sleep(0)
+        with pytest.raises(EngineOverloadedError):
+            await engine.submit(limit(2, Side.BUY, 3_000_000, 10))
+        store.gate.set()
+        await asyncio.gather(first, *queued)
+        assert len(engine.exchange.orders) == 5
+
+    run(scenario, EngineLimits(queue_capacity=4))
+
+
+def test_failed_commit_answers_unavailable_and_recovers_the_committed_state() -> None:
+    async def scenario(engine: Engine, store: MemoryStore) -> None:
+        await engine.submit(limit(1, Side.SELL, 5_000_000, 100_000, client_order_id="s1"))
+        before = engine.exchange.state_digest()
+        store.fail_next_commits = 1
+        with pytest.raises(EngineUnavailableError):
+            await engine.submit(limit(2, Side.BUY, 5_000_000, 100_000, client_order_id="b1"))
+        assert engine.available
+        assert engine.exchange.state_digest() == before  # the failed batch left no trace
+        assert not store.trades
+        # the caller may retry safely with the same client order id
+        events = await engine.submit(limit(2, Side.BUY, 5_000_000, 100_000, client_order_id="b1"))
+        assert any(isinstance(e, TradeExecuted) for e in events)
+        assert engine.recoveries == 2
+
+    run(scenario)
+
+
+def test_engine_restarts_from_the_store_exactly() -> None:
+    store = MemoryStore()
+    digests: list[str] = []
+
+    async def first_life(engine: Engine, _: MemoryStore) -> None:
+        await engine.submit(limit(1, Side.SELL, 5_000_000, 50_000))
+        await engine.submit(
+            limit(
+                1, Side.SELL, 5_100_000, 50_000, time_in_force=TimeInForce.GTD, expire_at_ms=10**12
+            )
+        )
+        await engine.submit(limit(2, Side.BUY, 5_000_000, 20_000))
+        await engine.submit(
+            PlaceOrder(
+                2,
+                "BTC/USDT",
+                Side.BUY,
+                OrderType.STOP_LIMIT,
+                quantity_lots=10,
+                price_ticks=6_000_000,
+                stop_price_ticks=5_500_000,
+            )
+        )
+        digests.append(engine.exchange.state_digest())
+
+    async def second_life(engine: Engine, _: MemoryStore) -> None:
+        digests.append(engine.exchange.state_digest())
+
+    run(first_life, store=store)
+    run(second_life, store=store)
+    assert digests[0] == digests[1]
+    state = asyncio.run(store.load_state())
+    assert state is not None and restore(state).state_digest() == digests[0]
+
+
+def test_submit_before_start_is_refused() -> None:
+    store = MemoryStore()
+    engine = Engine(store, RecordingPublisher(store))
+    with pytest.raises(EngineUnavailableError):
+        asyncio.run(engine.submit(limit(2, Side.BUY, 1, 1)))
