@@ -72,7 +72,7 @@ def bench_engine(
     commands: Annotated[
         int,
         typer.Option("--commands", min=1, help="Number of commands in each generated stream."),
-    ] = 10_000,
+    ] = 200_000,
     runs: Annotated[
         int,
         typer.Option("--runs", min=1, help="Timed runs per scenario."),

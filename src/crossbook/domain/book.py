@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from crossbook.domain.orders import Order, Side
 
 MAX_DEPTH_LEVELS = 5_000
+_BUY = Side.BUY  # bound once: see the note on enum lookups in `exchange`
 
 
 class PriceLevel:
@@ -82,6 +83,11 @@ class BookSide:
     def best(self) -> PriceLevel | None:
         return self.levels[self.keys[-1]] if self.keys else None
 
+    def crosses(self, limit_ticks: int) -> bool:
+        """Whether a taker limited at `limit_ticks` would trade with this side's best level."""
+        keys = self.keys
+        return bool(keys) and keys[-1] >= self.sign * limit_ticks
+
     def add(self, order: Order) -> None:
         key = self.sign * order.price_ticks
         level = self.levels.get(key)
@@ -136,7 +142,7 @@ class OrderBook:
         self.asks = BookSide(Side.SELL)
 
     def side(self, side: Side) -> BookSide:
-        return self.bids if side is Side.BUY else self.asks
+        return self.bids if side is _BUY else self.asks
 
     def best_bid_ticks(self) -> int | None:
         level = self.bids.best()

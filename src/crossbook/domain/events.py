@@ -6,8 +6,12 @@ public state (orders, trades, market status) also carry `market_seq`, that
 market's own gap-free sequence (1 = `MarketCreated`); it numbers the order-book
 diff stream. Balance and asset events have `market_seq = 0`.
 
-Hot-path objects: plain slotted classes, no validation. `to_dict` gives a
-canonical plain-data form for logs, stores and determinism checks.
+Hot-path objects: plain slotted classes, no validation. The events made on every
+order (`OrderAccepted`, `OrderUpdated`, `TradeExecuted`, `BalanceChanged`) set the
+base fields themselves instead of calling `super().__init__`, which costs about
+0.1 µs on Python 3.11 (`crossbook bench engine`: 6-13 % of a command or a fill).
+`to_dict` gives a canonical plain-data form for logs, stores and
+determinism checks.
 """
 
 from __future__ import annotations
@@ -115,7 +119,9 @@ class BalanceChanged(Event):
     def __init__(
         self, seq: int, ts_ms: int, user_id: int, asset: str, available: int, locked: int
     ) -> None:
-        super().__init__(seq, 0, ts_ms)
+        self.seq = seq  # base fields set inline: hot path, see the module docstring
+        self.market_seq = 0
+        self.ts_ms = ts_ms
         self.user_id = user_id
         self.asset = asset
         self.available = available
@@ -146,7 +152,9 @@ class OrderAccepted(Event):
     kind = "order_accepted"
 
     def __init__(self, seq: int, market_seq: int, ts_ms: int, order: Order) -> None:
-        super().__init__(seq, market_seq, ts_ms)
+        self.seq = seq  # base fields set inline: hot path, see the module docstring
+        self.market_seq = market_seq
+        self.ts_ms = ts_ms
         self.order_id = order.order_id
         self.user_id = order.user_id
         self.symbol = order.symbol
@@ -191,7 +199,9 @@ class OrderUpdated(Event):
     def __init__(
         self, seq: int, market_seq: int, ts_ms: int, order: Order, reason: CloseReason | None
     ) -> None:
-        super().__init__(seq, market_seq, ts_ms)
+        self.seq = seq  # base fields set inline: hot path, see the module docstring
+        self.market_seq = market_seq
+        self.ts_ms = ts_ms
         self.order_id = order.order_id
         self.user_id = order.user_id
         self.symbol = order.symbol
@@ -246,7 +256,9 @@ class TradeExecuted(Event):
         buyer_fee_units: int,
         seller_fee_units: int,
     ) -> None:
-        super().__init__(seq, market_seq, ts_ms)
+        self.seq = seq  # base fields set inline: hot path, see the module docstring
+        self.market_seq = market_seq
+        self.ts_ms = ts_ms
         self.trade_id = trade_id
         self.symbol = symbol
         self.price_ticks = price_ticks

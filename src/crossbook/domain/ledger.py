@@ -88,8 +88,14 @@ class Ledger:
         if amount == 0:
             return
         assert amount > 0, amount
-        self.require_available(user_id, asset, amount)
-        balance = self._get(user_id, asset)
+        key = (user_id, asset)
+        balance = self.balances.get(key)
+        if balance is None or balance.available < amount:
+            self.require_available(user_id, asset, amount)  # refuses
+        # (one lookup where `require_available` and `_get` take three calls: 3 % of a
+        # placement in `crossbook bench engine`)
+        assert balance is not None
+        self.touched[key] = balance
         balance.available -= amount
         balance.locked += amount
 
@@ -115,15 +121,31 @@ class Ledger:
     ) -> None:
         """Settle one trade from locked funds; both fees go to the fee account."""
         buyer_pays = notional_units + buyer_fee_units
-        buyer_quote = self._get(buyer_id, quote)
-        seller_base = self._get(seller_id, base)
+        # The legs' balances are looked up here rather than through `_get`, in the same
+        # order (it is the order of `touched`): once per trade, 5 % of a fill in
+        # `crossbook bench engine`.
+        balances, touched = self.balances, self.touched
+        key = (buyer_id, quote)
+        buyer_quote = touched[key] = balances[key]  # holds the buyer's locked funds
+        key = (seller_id, base)
+        seller_base = touched[key] = balances[key]  # holds the seller's locked funds
         assert buyer_quote.locked >= buyer_pays, (buyer_id, buyer_quote.locked, buyer_pays)
         assert seller_base.locked >= base_units, (seller_id, seller_base.locked, base_units)
         assert 0 <= seller_fee_units <= notional_units, (seller_fee_units, notional_units)
         buyer_quote.locked -= buyer_pays
         seller_base.locked -= base_units
-        self._get(buyer_id, base).available += base_units
-        self._get(seller_id, quote).available += notional_units - seller_fee_units
+        key = (buyer_id, base)
+        balance = balances.get(key)
+        if balance is None:
+            balance = balances[key] = Balance()
+        touched[key] = balance
+        balance.available += base_units
+        key = (seller_id, quote)
+        balance = balances.get(key)
+        if balance is None:
+            balance = balances[key] = Balance()
+        touched[key] = balance
+        balance.available += notional_units - seller_fee_units
         fees = buyer_fee_units + seller_fee_units
         if fees:
             self._get(FEE_ACCOUNT_ID, quote).available += fees

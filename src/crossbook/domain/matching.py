@@ -26,6 +26,8 @@ from crossbook.domain.fees import fee_total
 from crossbook.domain.markets import FEE_RATE_SCALE
 from crossbook.domain.orders import Order, Side, StpMode
 
+_BUY = Side.BUY  # bound once: see the note on enum lookups in `exchange`
+
 
 class MatchPlan:
     __slots__ = (
@@ -69,21 +71,26 @@ def plan_match(
     "limited by `budget_units` only" (quote-budget buy)."""
     plan = MatchPlan()
     plan.fee_accrued = fee_accrued
-    is_buy = taker_side is Side.BUY
+    is_buy = taker_side is _BUY
     want = max_lots
     spent = 0  # notional + fee increments, for the budget
-    for level in opposite.levels_best_first():
+    steps = plan.steps
+    levels = opposite.levels
+    # The levels best first, read directly (a generator costs ~0.2 µs per taker), and the
+    # budget arithmetic only for budget takers: 9 % of a fill in `crossbook bench engine`.
+    for key in reversed(opposite.keys):
+        level = levels[key]
         price = level.price_ticks
         if limit_ticks and (price > limit_ticks if is_buy else price < limit_ticks):
             break
         maker = level.head
         while maker is not None:
-            if len(plan.steps) == max_steps:
+            if len(steps) == max_steps:
                 plan.limit_hit = True
                 return _finish(plan, fee_paid_units)
             if maker.user_id == taker_user_id and stp_mode is not StpMode.NONE:
                 if stp_mode is not StpMode.CANCEL_TAKER:
-                    plan.steps.append((maker, 0))
+                    steps.append((maker, 0))
                 if stp_mode is not StpMode.CANCEL_MAKER:
                     plan.stp_stops_taker = True
                     return _finish(plan, fee_paid_units)
@@ -107,15 +114,23 @@ def plan_match(
                 # affording less than the maker offers means no further lot is affordable
                 plan.exhausted_budget = lots < available
             notional = price * lots * notional_units
-            before = fee_total(plan.fee_accrued)
+            accrued_before = plan.fee_accrued
             plan.fee_accrued += notional * taker_fee_ppm
-            spent += notional + fee_total(plan.fee_accrued) - before
-            plan.steps.append((maker, lots))
+            if not max_lots:
+                spent += notional + fee_total(plan.fee_accrued) - fee_total(accrued_before)
+            steps.append((maker, lots))
             plan.filled_lots += lots
             plan.notional_units += notional
             if plan.exhausted_budget or (max_lots and plan.filled_lots == want):
                 return _finish(plan, fee_paid_units)
             maker = maker.next
+    return _finish(plan, fee_paid_units)
+
+
+def unmatched_plan(fee_accrued: int, fee_paid_units: int) -> MatchPlan:
+    """What `plan_match` returns when no maker is eligible, without walking the book."""
+    plan = MatchPlan()
+    plan.fee_accrued = fee_accrued
     return _finish(plan, fee_paid_units)
 
 

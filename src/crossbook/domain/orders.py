@@ -109,6 +109,9 @@ class CloseReason(enum.StrEnum):
     POST_ONLY_WOULD_TAKE = "post_only_would_take"
 
 
+_OPEN = OrderStatus.OPEN  # bound once: see the note on enum lookups in `exchange`
+
+
 class Order:
     """An order while the engine holds it. Hot path: plain slots, no validation."""
 
@@ -179,7 +182,7 @@ class Order:
         self.priority = priority  # time priority: smaller is earlier
         self.created_at_ms = now_ms
         self.updated_at_ms = now_ms
-        self.status = OrderStatus.OPEN
+        self.status = _OPEN
         self.filled_lots = 0
         self.filled_notional_units = 0
         self.fee_accrued = 0  # sum of notional * fee_ppm over fills (exact)

@@ -17,19 +17,25 @@ from crossbook.domain.orders import OrderType, Side, StpMode, TimeInForce
 MAX_CLIENT_ORDER_ID_CHARS = 64
 _CLIENT_ORDER_ID = re.compile(rf"[A-Za-z0-9_.:\-]{{1,{MAX_CLIENT_ORDER_ID_CHARS}}}")
 
+# Enum members compared on every placement, bound once (see the note in `exchange`).
+_LIMIT, _STOP_LIMIT = OrderType.LIMIT, OrderType.STOP_LIMIT
+_MARKET, _STOP_MARKET = OrderType.MARKET, OrderType.STOP_MARKET
+_FOK, _IOC, _GTD = TimeInForce.FOK, TimeInForce.IOC, TimeInForce.GTD
+_INVALID_PRICE = ErrorCode.INVALID_PRICE
+
 
 def effective_time_in_force(cmd: PlaceOrder) -> TimeInForce:
     """Market orders never rest: anything but FOK behaves as IOC."""
-    is_market = cmd.order_type is OrderType.MARKET or cmd.order_type is OrderType.STOP_MARKET
-    if is_market and cmd.time_in_force is not TimeInForce.FOK:
-        return TimeInForce.IOC
+    is_market = cmd.order_type is _MARKET or cmd.order_type is _STOP_MARKET
+    if is_market and cmd.time_in_force is not _FOK:
+        return _IOC
     return cmd.time_in_force
 
 
 def validate_place(spec: MarketSpec, cmd: PlaceOrder, now_ms: int) -> None:
     """Refuse a malformed order with the most specific code; return if it is well formed."""
     _check_enums(cmd)
-    if cmd.order_type is OrderType.LIMIT or cmd.order_type is OrderType.STOP_LIMIT:
+    if cmd.order_type is _LIMIT or cmd.order_type is _STOP_LIMIT:
         _check_limit(spec, cmd)
     else:
         _check_market(spec, cmd)
@@ -87,6 +93,16 @@ def check_min_notional(spec: MarketSpec, price_ticks: int, lots: int) -> None:
 
 
 def _check_enums(cmd: PlaceOrder) -> None:
+    if (
+        isinstance(cmd.side, Side)
+        and isinstance(cmd.order_type, OrderType)
+        and isinstance(cmd.time_in_force, TimeInForce)
+        and isinstance(cmd.stp_mode, StpMode)
+        and isinstance(cmd.post_only, bool)
+    ):
+        # the common case, without building the table below: 3-4 % of a limit order's
+        # placement in `crossbook bench engine`
+        return
     for value, enum_type, field in (
         (cmd.side, Side, "side"),
         (cmd.order_type, OrderType, "type"),
@@ -106,10 +122,10 @@ def _check_limit(spec: MarketSpec, cmd: PlaceOrder) -> None:
             "a limit order takes a base quantity only",
             field="quote_quantity",
         )
-    price = check_price(spec, cmd.price_ticks, ErrorCode.INVALID_PRICE, "price")
+    price = check_price(spec, cmd.price_ticks, _INVALID_PRICE, "price")
     lots = check_quantity(spec, cmd.quantity_lots)
     check_min_notional(spec, price, lots)
-    if cmd.post_only and cmd.time_in_force not in (TimeInForce.GTC, TimeInForce.GTD):
+    if cmd.post_only and cmd.time_in_force not in (TimeInForce.GTC, _GTD):
         raise DomainError(ErrorCode.INVALID_ORDER, "post_only needs GTC or GTD", field="post_only")
 
 
@@ -132,7 +148,7 @@ def _check_market(spec: MarketSpec, cmd: PlaceOrder) -> None:
                 "quote_quantity is for market buys only",
                 field="quote_quantity",
             )
-        if cmd.time_in_force is TimeInForce.FOK:
+        if cmd.time_in_force is _FOK:
             raise DomainError(
                 ErrorCode.INVALID_ORDER, "quote_quantity cannot be FOK", field="time_in_force"
             )
@@ -147,7 +163,7 @@ def _check_market(spec: MarketSpec, cmd: PlaceOrder) -> None:
                 provided=spec.format_quote(budget),
             )
         return
-    if cmd.order_type is OrderType.STOP_MARKET and cmd.side is Side.BUY:
+    if cmd.order_type is _STOP_MARKET and cmd.side is Side.BUY:
         raise DomainError(
             ErrorCode.INVALID_ORDER,
             "a stop_market buy needs quote_quantity (its cost is reserved)",
@@ -157,7 +173,7 @@ def _check_market(spec: MarketSpec, cmd: PlaceOrder) -> None:
 
 
 def _check_stop(spec: MarketSpec, cmd: PlaceOrder) -> None:
-    is_stop = cmd.order_type is OrderType.STOP_LIMIT or cmd.order_type is OrderType.STOP_MARKET
+    is_stop = cmd.order_type is _STOP_LIMIT or cmd.order_type is _STOP_MARKET
     if is_stop:
         check_price(spec, cmd.stop_price_ticks, ErrorCode.INVALID_STOP_PRICE, "stop_price")
     elif cmd.stop_price_ticks:
@@ -167,8 +183,8 @@ def _check_stop(spec: MarketSpec, cmd: PlaceOrder) -> None:
 
 
 def _check_time_in_force(cmd: PlaceOrder, now_ms: int) -> None:
-    if cmd.time_in_force is TimeInForce.GTD:
-        if cmd.order_type is OrderType.MARKET or cmd.order_type is OrderType.STOP_MARKET:
+    if cmd.time_in_force is _GTD:
+        if cmd.order_type is _MARKET or cmd.order_type is _STOP_MARKET:
             raise DomainError(
                 ErrorCode.INVALID_ORDER, "a market order cannot be GTD", field="time_in_force"
             )
