@@ -1,0 +1,42 @@
+"""SQLAlchemy engines for migrations and reads (the write path does not use them).
+
+SQLite: the stdlib driver with its implicit transaction handling turned off, so
+that SQLAlchemy's `begin` issues a real `BEGIN` (DDL included, so a migration is
+all or nothing): `BEGIN IMMEDIATE` for writers (it takes the write lock at once,
+so concurrent migrators queue instead of failing mid-way), plain `BEGIN` for
+readers (in WAL mode a read transaction sees one consistent snapshot).
+
+PostgreSQL: an async engine on asyncpg.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Literal
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from crossbook.adapters.sql.database import DatabaseUrl
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+POSTGRES_READ_POOL_SIZE = 4
+
+
+def sqlite_engine(db: DatabaseUrl, *, begin: Literal["IMMEDIATE", "DEFERRED"]) -> Engine:
+    engine = create_engine(db.sqlalchemy_url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy's `begin` event starts them
+        dbapi_connection.execute("PRAGMA foreign_keys = ON")
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql(f"BEGIN {begin}")
+
+    return engine
+
+
+def postgres_engine(db: DatabaseUrl, *, pool_size: int = POSTGRES_READ_POOL_SIZE) -> AsyncEngine:
+    return create_async_engine(db.sqlalchemy_url, pool_size=pool_size, max_overflow=0)

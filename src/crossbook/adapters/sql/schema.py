@@ -1,0 +1,277 @@
+"""The durable store's schema, defined once (SQLAlchemy Core) for SQLite and PostgreSQL.
+
+The Alembic revisions in `migrations/versions` create exactly these tables (a
+test compares an autogenerate diff against this metadata and wants it empty).
+
+What the tables hold:
+- `assets`, `markets`: reference data; a market's trading rules are the decimal
+  strings of `MarketSpec.rules()`, exactly, plus its runtime state (status, last
+  price, market sequence);
+- `balances`, `asset_totals`: the final available/locked balance of every
+  (user, asset) and, per asset, deposits minus withdrawals;
+- `orders`: every order ever accepted, one column per `RECORD_FIELDS` entry,
+  updated in place while it is open and kept once it is terminal;
+- `trades`: every `TradeExecuted`, settled in the same transaction that records it;
+- `ledger_entries`: the double-entry journal, one row per leg (see below);
+- `events`: the append-only event log, `seq` gap-free from 1;
+- `engine_state`: the exchange counters (`Exchange.counters()`), exactly one row;
+- `users`: accounts (filled by the accounts feature; nothing references it yet).
+
+Invariants:
+- amounts, prices and quantities are integer BIGINT columns (minor units, ticks,
+  lots); no column is a float. Two are wider than 64 bits, `WideInteger`
+  (NUMERIC(40,0) on PostgreSQL, decimal TEXT on SQLite, both exact):
+  `orders.fee_accrued` (notional × fee ppm, up to about 9.2e24) and
+  `asset_totals.net_deposits` (a sum over all accounts, which the domain does not
+  bound: each deposit keeps one balance within 64 bits, not the sum of many);
+- enums are stored as their string values;
+- ledger legs: per trade, the five legs (`LEG_KINDS`) sum to zero per asset, fees
+  included (a zero fee still has its fee leg, so every trade has exactly five);
+  a deposit or withdrawal is one leg on the user's account, and per asset the sum
+  of those legs equals `asset_totals.net_deposits`. Reservations (moves between a
+  user's own available and locked funds) have no journal rows: what an open order
+  holds is `orders.reserved_units`, and `balances.locked` is their sum per user.
+
+Known limits:
+- balances and ledger amounts are BIGINT. The domain bounds every deposit so
+  that one balance fits, but trades could in principle carry one account past
+  2**63 - 1 (it would have to collect more than that from others); the database
+  then refuses the commit and the engine halts instead of storing a wrong number;
+- no foreign keys on the hot tables (each would cost a lookup per written row):
+  the engine is the only writer and the domain keeps the references sound;
+- the event log has no per-market index (a market's diff stream is read by seq).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
+
+ASSET_CODE_CHARS = 16
+SYMBOL_CHARS = 2 * ASSET_CODE_CHARS + 1
+CLIENT_ORDER_ID_CHARS = 64
+ENUM_CHARS = 32  # enum string values (side, status, close reason, event kind, …)
+WIDE_INTEGER_DIGITS = 40  # fee_accrued < 2**63 * 10**6 < 10**26
+
+SETTLED = "SETTLED"  # trades.settlement_status: settlement commits with the trade
+
+# ledger_entries.kind
+LEG_DEPOSIT = "deposit"
+LEG_WITHDRAWAL = "withdrawal"
+LEG_BUYER_PAYS = "buyer_pays"  # buyer, quote, −(notional + buyer fee), from locked
+LEG_BUYER_RECEIVES = "buyer_receives"  # buyer, base, +base units
+LEG_SELLER_DELIVERS = "seller_delivers"  # seller, base, −base units, from locked
+LEG_SELLER_RECEIVES = "seller_receives"  # seller, quote, +(notional − seller fee)
+LEG_FEE = "fee"  # fee account, quote, +(buyer fee + seller fee)
+LEG_KINDS = (LEG_BUYER_PAYS, LEG_BUYER_RECEIVES, LEG_SELLER_DELIVERS, LEG_SELLER_RECEIVES, LEG_FEE)
+
+ENGINE_STATE_ID = 1
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# An integer wider than 64 bits, stored exactly.
+WideInteger = Numeric(WIDE_INTEGER_DIGITS, 0).with_variant(Text(), "sqlite")
+# A BIGINT primary key that is SQLite's rowid (only a column typed exactly INTEGER
+# is): no separate key index to maintain, lookups and appends go to the table itself.
+BigKey = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _bigint(name: str, *, nullable: bool = False) -> Column[int]:
+    return Column(name, BigInteger, nullable=nullable, autoincrement=False)
+
+
+def _key(name: str) -> Column[int]:
+    """A single-column BIGINT primary key the application assigns."""
+    return Column(name, BigKey, primary_key=True, autoincrement=False)
+
+
+def _enum(name: str, *, nullable: bool = False) -> Column[str]:
+    return Column(name, String(ENUM_CHARS), nullable=nullable)
+
+
+def _rule(name: str) -> Column[str]:
+    return Column(name, Text, nullable=False)
+
+
+assets = Table(
+    "assets",
+    metadata,
+    Column("code", String(ASSET_CODE_CHARS), primary_key=True),
+    Column("decimals", SmallInteger, nullable=False),
+)
+
+markets = Table(
+    "markets",
+    metadata,
+    Column("symbol", String(SYMBOL_CHARS), primary_key=True),
+    Column("base", String(ASSET_CODE_CHARS), ForeignKey("assets.code"), nullable=False),
+    Column("quote", String(ASSET_CODE_CHARS), ForeignKey("assets.code"), nullable=False),
+    _rule("tick_size"),
+    _rule("lot_size"),
+    _rule("min_quantity"),
+    _rule("max_quantity"),
+    _rule("min_notional"),
+    _rule("max_price"),
+    _rule("maker_fee_rate"),
+    _rule("taker_fee_rate"),
+    _enum("status"),
+    _bigint("last_price_ticks"),
+    _bigint("market_seq"),
+)
+
+users = Table(
+    "users",
+    metadata,
+    _key("user_id"),
+    Column("name", Text, nullable=True),
+    _bigint("created_at_ms"),
+)
+
+balances = Table(
+    "balances",
+    metadata,
+    Column("user_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("asset", String(ASSET_CODE_CHARS), primary_key=True),
+    _bigint("available"),
+    _bigint("locked"),
+    CheckConstraint("available >= 0 AND locked >= 0", name="not_negative"),
+)
+
+asset_totals = Table(
+    "asset_totals",
+    metadata,
+    Column("asset", String(ASSET_CODE_CHARS), primary_key=True),
+    Column("net_deposits", WideInteger, nullable=False),  # a sum over accounts: unbounded
+)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("id", BigKey, primary_key=True, autoincrement=True),
+    _bigint("seq"),  # the seq of the event that caused the leg (trade, deposit, withdrawal)
+    _bigint("user_id"),
+    Column("asset", String(ASSET_CODE_CHARS), nullable=False),
+    _bigint("amount"),  # signed: positive enters the account, negative leaves it
+    _enum("kind"),
+    _bigint("trade_id", nullable=True),
+    _bigint("order_id", nullable=True),
+    Index(None, "user_id", "asset", "seq"),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    _key("order_id"),
+    _bigint("user_id"),
+    Column("symbol", String(SYMBOL_CHARS), nullable=False),
+    _enum("side"),
+    _enum("order_type"),
+    _enum("time_in_force"),
+    _bigint("price_ticks"),
+    _bigint("quantity_lots"),
+    _bigint("quote_budget_units"),
+    _bigint("stop_price_ticks"),
+    Column("client_order_id", String(CLIENT_ORDER_ID_CHARS), nullable=True),
+    _enum("stp_mode"),
+    Column("post_only", Boolean, nullable=False),
+    _bigint("expire_at_ms", nullable=True),
+    _bigint("priority"),
+    _bigint("created_at_ms"),
+    _bigint("updated_at_ms"),
+    _enum("status"),
+    _bigint("filled_lots"),
+    _bigint("filled_notional_units"),
+    Column("fee_accrued", WideInteger, nullable=False),
+    _bigint("fee_paid_units"),
+    _bigint("reserved_units"),
+    Column("triggered", Boolean, nullable=False),
+    _enum("close_reason", nullable=True),
+    Index(None, "user_id", "status"),
+    Index(None, "user_id", "created_at_ms"),
+    Index(None, "symbol", "status"),
+    Index(None, "user_id", "client_order_id"),
+)
+
+trades = Table(
+    "trades",
+    metadata,
+    _key("trade_id"),
+    _bigint("seq"),
+    _bigint("market_seq"),
+    Column("symbol", String(SYMBOL_CHARS), nullable=False),
+    _bigint("price_ticks"),
+    _bigint("quantity_lots"),
+    _bigint("notional_units"),
+    _enum("taker_side"),
+    _bigint("maker_order_id"),
+    _bigint("buyer_order_id"),
+    _bigint("seller_order_id"),
+    _bigint("buyer_user_id"),
+    _bigint("seller_user_id"),
+    _bigint("buyer_fee_units"),
+    _bigint("seller_fee_units"),
+    _bigint("executed_at_ms"),
+    _enum("settlement_status"),
+    _bigint("settled_at_ms"),
+    Index(None, "symbol", "trade_id"),
+    Index(None, "buyer_user_id", "trade_id"),
+    Index(None, "seller_user_id", "trade_id"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    _key("seq"),
+    _bigint("market_seq"),  # 0 for events that concern no market's public state
+    _enum("kind"),
+    Column("symbol", String(SYMBOL_CHARS), nullable=True),
+    _bigint("ts_ms"),
+    Column("payload", Text, nullable=False),  # JSON of `event.to_dict()`
+)
+
+engine_state = Table(
+    "engine_state",
+    metadata,
+    Column("id", SmallInteger, primary_key=True, autoincrement=False),
+    _bigint("now_ms"),
+    _bigint("seq"),
+    _bigint("next_order_id"),
+    _bigint("next_trade_id"),
+    _bigint("next_priority"),
+    CheckConstraint(f"id = {ENGINE_STATE_ID}", name="single_row"),
+)
+
+COUNTER_COLUMNS = ("now_ms", "seq", "next_order_id", "next_trade_id", "next_priority")
+RULE_COLUMNS = (
+    "base",
+    "quote",
+    "tick_size",
+    "lot_size",
+    "min_quantity",
+    "max_quantity",
+    "min_notional",
+    "max_price",
+    "maker_fee_rate",
+    "taker_fee_rate",
+)

@@ -1,0 +1,189 @@
+"""The SQLite write path: stdlib `sqlite3` on one dedicated thread, one transaction per batch.
+
+The connection lives on a single-thread executor, so every write runs on the
+same thread and the event loop never blocks on SQLite. A batch is one
+`BEGIN IMMEDIATE … COMMIT` holding one `executemany` per table: plain inserts
+for the append-only tables (events, trades, ledger entries), `INSERT … ON
+CONFLICT DO UPDATE` for the projections. As on PostgreSQL, the counters row is
+updated only if it still holds the sequence number the batch follows.
+
+Durability (`PRAGMA synchronous`, chosen by the URL, default FULL), always in
+WAL mode:
+- FULL: COMMIT returns after the WAL is fsynced. A committed batch survives a
+  crash of the process (SIGKILL) and of the machine (power loss, kernel panic).
+- NORMAL: COMMIT returns after the WAL frames are written to the operating
+  system, without fsync. A committed batch survives a SIGKILL of the process
+  (the kernel holds the data), but the last batches before a power loss or an
+  OS crash may be lost; the database itself stays consistent either way.
+
+Known limits: one writer process per database file (SQLite's own lock makes a
+second writer wait, then fail); after an error the store replaces the writer
+when the engine recovers (`SqlStore.load_state`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from crossbook.adapters.sql import schema
+from crossbook.adapters.sql.errors import StoreConflictError, StoreError
+from crossbook.adapters.sql.rows import (
+    EVENT_COLUMNS,
+    LEDGER_COLUMNS,
+    MARKET_COLUMNS,
+    ORDER_COLUMNS,
+    TRADE_COLUMNS,
+    BatchRows,
+    Committed,
+    batch_rows,
+)
+from crossbook.engine.batch import CommitBatch
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+SQLITE_CACHE_KIB = 64 * 1024
+
+T = TypeVar("T")
+
+
+def insert_sql(table: str, columns: Sequence[str]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+def upsert_sql(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+    sets = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    return f"{insert_sql(table, columns)} ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}"
+
+
+_COUNTERS = schema.COUNTER_COLUMNS
+EVENTS_INSERT = insert_sql("events", EVENT_COLUMNS)
+TRADES_INSERT = insert_sql("trades", TRADE_COLUMNS)
+LEDGER_INSERT = insert_sql("ledger_entries", LEDGER_COLUMNS)
+ORDERS_UPSERT = upsert_sql("orders", ORDER_COLUMNS, ("order_id",))
+BALANCES_UPSERT = upsert_sql(
+    "balances", ("user_id", "asset", "available", "locked"), ("user_id", "asset")
+)
+ASSET_TOTALS_UPSERT = upsert_sql(
+    "asset_totals",
+    ("asset", "net_deposits"),
+    ("asset",),
+)
+ASSETS_INSERT = insert_sql("assets", ("code", "decimals"))
+MARKETS_INSERT = insert_sql("markets", MARKET_COLUMNS)
+MARKETS_UPDATE = (
+    "UPDATE markets SET status = ?, last_price_ticks = ?, market_seq = ? WHERE symbol = ?"
+)
+STATE_INSERT = insert_sql("engine_state", ("id", *_COUNTERS))
+STATE_UPDATE = (
+    f"UPDATE engine_state SET {', '.join(f'{c} = ?' for c in _COUNTERS)}"
+    f" WHERE id = {schema.ENGINE_STATE_ID} AND seq = ?"
+)
+
+
+class SqliteWriter:
+    """Writes batches on one connection owned by one thread (the engine's single writer)."""
+
+    def __init__(self, executor: ThreadPoolExecutor, connection: sqlite3.Connection) -> None:
+        self._executor = executor
+        self.connection = connection
+
+    @classmethod
+    async def connect(cls, path: str, synchronous: str) -> SqliteWriter:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crossbook-sqlite-writer")
+        try:
+            connection = await _run(executor, lambda: _connect(path, synchronous))
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(executor, connection)
+
+    async def close(self) -> None:
+        await _run(self._executor, self.connection.close)
+        self._executor.shutdown(wait=True)
+
+    async def write(self, batch: CommitBatch, before: Committed, after: Committed) -> None:
+        """Convert and write `batch` on the writer thread (the conversion too, off the loop)."""
+
+        def work() -> None:
+            rows = batch_rows(batch, after, wide_as_text=True)
+            self.write_rows(rows, before)
+
+        await _run(self._executor, work)
+
+    def write_rows(self, rows: BatchRows, before: Committed) -> None:
+        conn = self.connection
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.write_reference_data(rows)
+            self.write_log(rows)
+            self.write_projections(rows)
+            self.write_counters(rows, before.seq, first=before.counters is None)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def write_reference_data(self, rows: BatchRows) -> None:
+        conn = self.connection
+        if rows.assets:
+            conn.executemany(ASSETS_INSERT, rows.assets)
+        if rows.new_markets:
+            conn.executemany(MARKETS_INSERT, rows.new_markets)
+
+    def write_log(self, rows: BatchRows) -> None:
+        conn = self.connection
+        if rows.events:
+            conn.executemany(EVENTS_INSERT, rows.events)
+        if rows.trades:
+            conn.executemany(TRADES_INSERT, rows.trades)
+        if rows.ledger:
+            conn.executemany(LEDGER_INSERT, rows.ledger)
+
+    def write_projections(self, rows: BatchRows) -> None:
+        conn = self.connection
+        if rows.orders:
+            conn.executemany(ORDERS_UPSERT, rows.orders)
+        if rows.balances:
+            conn.executemany(BALANCES_UPSERT, rows.balances)
+        if rows.asset_totals:
+            conn.executemany(ASSET_TOTALS_UPSERT, rows.asset_totals)
+        if rows.market_updates:
+            cursor = conn.executemany(
+                MARKETS_UPDATE,
+                [(st, last, mseq, sym) for sym, st, last, mseq in rows.market_updates],
+            )
+            if cursor.rowcount != len(rows.market_updates):
+                raise StoreConflictError("the batch updates a market the store does not have")
+
+    def write_counters(self, rows: BatchRows, prev_seq: int, *, first: bool) -> None:
+        counters = [rows.counters[name] for name in _COUNTERS]
+        if first:
+            self.connection.execute(STATE_INSERT, (schema.ENGINE_STATE_ID, *counters))
+            return
+        cursor = self.connection.execute(STATE_UPDATE, (*counters, prev_seq))
+        if cursor.rowcount != 1:
+            raise StoreConflictError(f"the committed state is no longer at seq {prev_seq}")
+
+
+def _connect(path: str, synchronous: str) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None, timeout=SQLITE_BUSY_TIMEOUT_S)
+    try:
+        mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise StoreError(f"SQLite refused WAL mode (journal_mode is {mode!r})")
+        connection.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        connection.execute("PRAGMA foreign_keys = ON")
+        connection.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
+        connection.execute("PRAGMA temp_store = MEMORY")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+async def _run(executor: ThreadPoolExecutor, work: Callable[[], T]) -> T:
+    return await asyncio.get_running_loop().run_in_executor(executor, work)

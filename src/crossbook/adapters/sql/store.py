@@ -1,0 +1,353 @@
+"""`SqlStore`: the engine's `Store` port on SQLite (embedded default) or PostgreSQL.
+
+    store = await SqlStore.open("sqlite:///var/crossbook.db")   # migrates first
+    state = await store.load_state()        # None for an empty database
+    exchange = restore(state) if state else Exchange()
+    ...
+    await store.commit(batch)               # one transaction: all of it or none
+    await store.close()
+
+Write path (the engine's single writer): PostgreSQL through one asyncpg
+connection (binary COPY for the append-only tables, set-based upserts for the
+projections, a fixed number of round trips per batch; see `postgres`); SQLite
+through stdlib `sqlite3` on one dedicated thread (`executemany`; see `sqlite`,
+which also states the durability of each `synchronous` setting; the default is
+FULL). Reads, `load_state` included, go
+through SQLAlchemy Core engines, separate from the writer.
+
+Invariants:
+- after `commit(batch)` returns, the whole batch is committed (PostgreSQL:
+  WAL flushed; SQLite FULL: WAL fsynced); if it raises, none of it is, and the
+  store refuses every later commit until `load_state()` has run: the engine
+  recovers from it (DESIGN rule 4), and that call also reconnects the writer and
+  re-reads what the store knows of the committed state;
+- batches must follow each other: the first event of a batch has the sequence
+  number after the last committed one, else `StoreConflictError` (checked here
+  and, against other writers, inside the transaction);
+- a batch without events still commits its counters if they changed (a `Tick`
+  that expired nothing moves `now_ms` only), so the committed counters are
+  always those of the last batch;
+- `load_state()` equals `Exchange.state()` of the committed exchange without the
+  books and stop books (which `restore` rebuilds from the open orders); order
+  records are those of open orders only, by order id.
+
+Known limits: `commit` is not reentrant (one batch at a time, by design); the
+writer reconnects only through `load_state()` after a failure, never silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from functools import partial
+from types import TracebackType
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import Engine, RowMapping
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from crossbook.adapters.sql import queries
+from crossbook.adapters.sql.database import DatabaseUrl
+from crossbook.adapters.sql.engines import postgres_engine, sqlite_engine
+from crossbook.adapters.sql.errors import StoreConflictError, StoreError
+from crossbook.adapters.sql.migrate import upgrade
+from crossbook.adapters.sql.postgres import PostgresWriter
+from crossbook.adapters.sql.queries import DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT, Window
+from crossbook.adapters.sql.rows import Committed, MarketAssets
+from crossbook.adapters.sql.schema import COUNTER_COLUMNS, RULE_COLUMNS
+from crossbook.adapters.sql.sqlite import SqliteWriter
+from crossbook.adapters.sql.views import StoredBalance, StoredOrder, StoredTrade
+from crossbook.domain import MarketStatus, OrderStatus
+from crossbook.engine.batch import CommitBatch
+
+Rows = Sequence[RowMapping]
+T = TypeVar("T")
+
+
+class _Writer(Protocol):
+    async def write(self, batch: CommitBatch, before: Committed, after: Committed) -> None:
+        """Write `batch` in one transaction, if the database is still at `before.seq`."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class _Reader(Protocol):
+    async def fetch(self, statements: Sequence[queries.AnySelect]) -> list[Rows]:
+        """Run `statements` in one read-only snapshot; their rows, in order."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class _SqliteReader:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def fetch(self, statements: Sequence[queries.AnySelect]) -> list[Rows]:
+        return await asyncio.to_thread(self._fetch, statements)
+
+    def _fetch(self, statements: Sequence[queries.AnySelect]) -> list[Rows]:
+        with self._engine.begin() as connection:
+            return [connection.execute(s).mappings().all() for s in statements]
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._engine.dispose)
+
+
+class _PostgresReader:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def fetch(self, statements: Sequence[queries.AnySelect]) -> list[Rows]:
+        async with self._engine.connect() as connection:
+            snapshot = await connection.execution_options(
+                isolation_level="REPEATABLE READ", postgresql_readonly=True
+            )
+            async with snapshot.begin():
+                return [(await snapshot.execute(s)).mappings().all() for s in statements]
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+
+class SqlStore:
+    """The durable truth on a SQL database (see the module docstring)."""
+
+    def __init__(
+        self,
+        db: DatabaseUrl,
+        reader: _Reader,
+        open_writer: Callable[[], Awaitable[_Writer]],
+    ) -> None:
+        self.db = db
+        self._reader = reader
+        self._open_writer = open_writer
+        self._writer: _Writer | None = None
+        self._committed = Committed(0, None, {}, {}, {})  # until `_resync`
+        self._committing = False
+        self._failure: BaseException | None = None
+
+    @classmethod
+    async def open(cls, url: str, *, migrate: bool = True) -> SqlStore:
+        """Connect to `url`, bring its schema up to date (unless `migrate=False`)."""
+        db = DatabaseUrl.parse(url)
+        if migrate:
+            await asyncio.to_thread(upgrade, url)
+        reader: _Reader
+        open_writer: Callable[[], Awaitable[_Writer]]
+        if db.is_sqlite:
+            reader = _SqliteReader(sqlite_engine(db, begin="DEFERRED"))
+            open_writer = partial(SqliteWriter.connect, db.sqlite_path, db.sqlite_synchronous)
+        else:
+            reader = _PostgresReader(postgres_engine(db))
+            open_writer = partial(PostgresWriter.connect, db.asyncpg_dsn)
+        store = cls(db, reader, open_writer)
+        try:
+            await store._resync()
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    async def _resync(self) -> None:
+        """(Re)connect the writer, then learn the committed state from the database."""
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            with contextlib.suppress(Exception):
+                await writer.close()
+        self._writer = await self._open_writer()
+        state, assets, markets, totals = await self._reader.fetch(queries.committed_statements())
+        decimals = {row["code"]: row["decimals"] for row in assets}
+        self._committed = Committed(
+            seq=state[0]["seq"] if state else 0,
+            counters={name: state[0][name] for name in COUNTER_COLUMNS} if state else None,
+            decimals=decimals,
+            markets={
+                row["symbol"]: MarketAssets.from_rules(_rules(row), decimals) for row in markets
+            },
+            net_deposits={row["asset"]: int(row["net_deposits"]) for row in totals},
+        )
+        self._failure = None
+
+    async def close(self) -> None:
+        try:
+            if self._writer is not None:
+                await self._writer.close()
+        finally:
+            await self._reader.close()
+
+    async def __aenter__(self) -> SqlStore:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last committed event (0 for an empty store)."""
+        return self._committed.seq
+
+    # -- the Store port -----------------------------------------------------------
+
+    async def commit(self, batch: CommitBatch) -> None:
+        """Write the whole batch in one transaction, or raise having written none of it."""
+        if self._failure is not None or self._writer is None:
+            raise StoreError("an earlier commit failed; recover through load_state() first")
+        if self._committing:
+            raise StoreError("commit is not reentrant: one batch at a time")
+        before = self._committed
+        if batch.is_empty and batch.counters == before.counters:
+            return
+        self._committing = True
+        try:
+            _check_follows(batch, before.seq)
+            after = before.after(batch)
+            await self._writer.write(batch, before, after)
+        except BaseException as exc:
+            self._failure = exc
+            raise
+        finally:
+            self._committing = False
+        self._committed = after
+
+    async def load_state(self) -> dict[str, Any] | None:
+        """The committed exchange in `Exchange.state()` form (no books), or None if empty.
+
+        After a failed commit this is also how the store recovers: it reconnects its
+        writer and re-learns the committed state first (raising if it cannot yet).
+        """
+        if self._failure is not None:
+            await self._resync()
+        state, assets, markets, balances, totals, orders = await self._reader.fetch(
+            queries.state_statements()
+        )
+        if not state:
+            return None
+        return {
+            "counters": {name: state[0][name] for name in COUNTER_COLUMNS},
+            "assets": sorted((row["code"], row["decimals"]) for row in assets),
+            "markets": [
+                {
+                    "symbol": row["symbol"],
+                    "status": MarketStatus(row["status"]),
+                    "last_price_ticks": row["last_price_ticks"],
+                    "market_seq": row["market_seq"],
+                    "rules": _rules(row),
+                }
+                for row in sorted(markets, key=lambda row: str(row["symbol"]))
+            ],
+            "balances": sorted(
+                (row["user_id"], row["asset"], row["available"], row["locked"]) for row in balances
+            ),
+            "net_deposits": sorted((row["asset"], int(row["net_deposits"])) for row in totals),
+            "orders": [StoredOrder.from_row(row).record() for row in orders],
+        }
+
+    # -- reads ------------------------------------------------------------------------
+
+    async def get_order(self, user_id: int, order_id: int) -> StoredOrder | None:
+        """The order if it belongs to `user_id` (another user's order is None, as unknown)."""
+        return self._one_order(await self._fetch(queries.order_of_user(user_id, order_id)))
+
+    async def get_order_by_client_id(
+        self, user_id: int, client_order_id: str
+    ) -> StoredOrder | None:
+        """The user's newest order with that client order id."""
+        statement = queries.order_by_client_id(user_id, client_order_id)
+        return self._one_order(await self._fetch(statement))
+
+    async def list_orders(
+        self,
+        user_id: int,
+        *,
+        statuses: Collection[OrderStatus] | None = None,
+        symbol: str | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        before_order_id: int | None = None,
+        after_order_id: int | None = None,
+        limit: int = DEFAULT_QUERY_LIMIT,
+    ) -> list[StoredOrder]:
+        """The user's orders, newest first (time range on `created_at_ms`; see `queries`)."""
+        window = Window(limit, before_order_id, after_order_id, start_ms, end_ms)
+        rows = await self._fetch(queries.orders_of_user(user_id, window, statuses, symbol))
+        return _ordered([StoredOrder.from_row(row) for row in rows], window)
+
+    async def list_market_trades(
+        self,
+        symbol: str,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        before_trade_id: int | None = None,
+        after_trade_id: int | None = None,
+        limit: int = DEFAULT_QUERY_LIMIT,
+    ) -> list[StoredTrade]:
+        """A market's trades, newest first (time range on `executed_at_ms`)."""
+        window = Window(limit, before_trade_id, after_trade_id, start_ms, end_ms)
+        rows = await self._fetch(queries.trades_of_market(symbol, window))
+        return _ordered([StoredTrade.from_row(row) for row in rows], window)
+
+    async def list_user_trades(
+        self,
+        user_id: int,
+        *,
+        symbol: str | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        before_trade_id: int | None = None,
+        after_trade_id: int | None = None,
+        limit: int = DEFAULT_QUERY_LIMIT,
+    ) -> list[StoredTrade]:
+        """The trades the user bought or sold in, newest first."""
+        window = Window(limit, before_trade_id, after_trade_id, start_ms, end_ms)
+        rows = await self._fetch(queries.trades_of_user(user_id, window, symbol))
+        return _ordered([StoredTrade.from_row(row) for row in rows], window)
+
+    async def list_balances(
+        self, user_id: int, *, limit: int = MAX_QUERY_LIMIT
+    ) -> list[StoredBalance]:
+        """The user's balances by asset code (at most `limit`)."""
+        rows = await self._fetch(queries.balances_of_user(user_id, limit))
+        return [
+            StoredBalance(row["user_id"], row["asset"], row["available"], row["locked"])
+            for row in rows
+        ]
+
+    async def _fetch(self, statement: queries.AnySelect) -> Rows:
+        (rows,) = await self._reader.fetch([statement])
+        return rows
+
+    @staticmethod
+    def _one_order(rows: Rows) -> StoredOrder | None:
+        return StoredOrder.from_row(rows[0]) if rows else None
+
+
+def _check_follows(batch: CommitBatch, committed_seq: int) -> None:
+    """Refuse a batch that does not start right after the committed seq, or is malformed."""
+    if not batch.events:
+        if batch.counters["seq"] != committed_seq:
+            raise StoreConflictError(
+                f"an empty batch at seq {batch.counters['seq']}, the store is at {committed_seq}"
+            )
+        return
+    first, last = batch.events[0].seq, batch.events[-1].seq
+    if first != committed_seq + 1:
+        raise StoreConflictError(f"batch starts at seq {first}, the store is at {committed_seq}")
+    if batch.counters["seq"] != last or last - first + 1 != len(batch.events):
+        raise StoreError("malformed batch: its events are not the seqs up to its counters")
+
+
+def _rules(row: RowMapping) -> dict[str, str]:
+    return {name: row[name] for name in RULE_COLUMNS}
+
+
+def _ordered(items: list[T], window: Window) -> list[T]:
+    return items[::-1] if window.reverse else items

@@ -1,0 +1,54 @@
+"""Migrations create exactly the schema `crossbook.adapters.sql.schema` defines."""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, inspect
+
+from crossbook.adapters.sql.migrate import (
+    alembic_config,
+    current_revision,
+    run_with_connection,
+    upgrade,
+)
+from crossbook.adapters.sql.rows import EVENT_COLUMNS, LEDGER_COLUMNS, TRADE_COLUMNS
+from crossbook.adapters.sql.schema import metadata, orders
+from crossbook.domain.orders import RECORD_FIELDS
+
+
+def schema_diff(connection: Connection) -> list[object]:
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return list(compare_metadata(context, metadata))
+
+
+def table_names(connection: Connection) -> set[str]:
+    return set(inspect(connection).get_table_names())
+
+
+def test_migrations_create_exactly_the_metadata(fresh_database_url: str) -> None:
+    url = fresh_database_url
+    assert current_revision(url) is None
+    upgrade(url)
+    assert current_revision(url) == "0001"
+    assert run_with_connection(url, schema_diff) == []
+    assert run_with_connection(url, table_names) == {*metadata.tables, "alembic_version"}
+    upgrade(url)  # idempotent
+    assert run_with_connection(url, schema_diff) == []
+
+
+def test_downgrade_to_base_and_back(fresh_database_url: str) -> None:
+    url = fresh_database_url
+    upgrade(url)
+    run_with_connection(url, lambda c: command.downgrade(alembic_config(c), "base"))
+    assert run_with_connection(url, table_names) == {"alembic_version"}
+    upgrade(url)
+    assert run_with_connection(url, schema_diff) == []
+
+
+def test_columns_follow_the_domain_records() -> None:
+    assert tuple(orders.columns.keys()) == RECORD_FIELDS
+    assert set(EVENT_COLUMNS) == set(metadata.tables["events"].columns.keys())
+    assert set(TRADE_COLUMNS) == set(metadata.tables["trades"].columns.keys())
+    assert {"id", *LEDGER_COLUMNS} == set(metadata.tables["ledger_entries"].columns.keys())
