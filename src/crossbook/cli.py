@@ -92,3 +92,35 @@ def bench_engine(
     chosen = scenario or list(Scenario)
     scenarios = list(dict.fromkeys(s.value for s in chosen))
     engine.run(scenarios=scenarios, commands=commands, runs=runs, seed=seed, as_json=as_json)
+
+
+class Database(StrEnum):
+    SQLITE = "sqlite"
+    POSTGRES = "postgres"
+
+
+@bench_app.command("durable")
+def bench_durable(
+    database: Annotated[
+        list[Database] | None,
+        typer.Option("--database", help="sqlite and/or postgres (repeatable). Default: both."),
+    ] = None,
+    commands: Annotated[int, typer.Option("--commands", min=1)] = 100_000,
+    runs: Annotated[int, typer.Option("--runs", min=1)] = 3,
+    seed: Annotated[int, typer.Option("--seed")] = 42,
+    window: Annotated[
+        int, typer.Option("--window", min=1, help="Commands in flight at once.")
+    ] = 20_000,
+    batch_max: Annotated[
+        int, typer.Option("--batch-max", min=1, help="Most commands per commit.")
+    ] = 5_000,
+    pg_admin_url: Annotated[
+        str, typer.Option("--pg-admin-url", help="Where fresh benchmark databases are made.")
+    ] = "postgresql://postgres@127.0.0.1:5432/postgres",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Benchmark the durable engine: commit-before-ack through the SQL store."""
+    from crossbook.bench import durable  # noqa: PLC0415 - lazy: only this command needs it
+
+    chosen = list(dict.fromkeys(d.value for d in (database or list(Database))))
+    durable.run(chosen, commands, runs, seed, window, batch_max, pg_admin_url, as_json)

@@ -175,3 +175,27 @@ def test_submit_before_start_is_refused() -> None:
     engine = Engine(store, RecordingPublisher(store))
     with pytest.raises(EngineUnavailableError):
         asyncio.run(engine.submit(limit(2, Side.BUY, 1, 1)))
+
+
+def test_a_batch_of_refusals_still_commits_the_clock() -> None:
+    clock = FakeClock(1_000)
+
+    async def main() -> None:
+        store = MemoryStore()
+        engine = Engine(store, RecordingPublisher(store), clock)
+        await engine.start()
+        try:
+            for command in SETUP:
+                await engine.submit(command)
+            clock.now = 5_000
+            with pytest.raises(DomainError):
+                await engine.submit(limit(2, Side.SELL, 5_000_000, 100_000))
+            assert store.counters is not None and store.counters["now_ms"] == 5_000
+            commits = store.commits
+            with pytest.raises(DomainError):  # same time, nothing changed: no commit
+                await engine.submit(limit(2, Side.SELL, 5_000_000, 100_000))
+            assert store.commits == commits
+        finally:
+            await engine.stop()
+
+    asyncio.run(main())

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +79,7 @@ class Engine:
         clock: Clock | None = None,
         limits: EngineLimits | None = None,
         exchange_limits: ExchangeLimits | None = None,
+        on_batch: Callable[[BatchStats], None] | None = None,
     ) -> None:
         self._store = store
         self._publisher = publisher
@@ -89,6 +91,8 @@ class Engine:
         self._available = False
         self._task: asyncio.Task[None] | None = None
         self.last_batch = BatchStats()
+        self._committed_counters: dict[str, int] = {}
+        self._on_batch = on_batch  # metrics: called after every committed batch
         self.recoveries = 0
 
     # -- lifecycle --------------------------------------------------------------
@@ -170,8 +174,10 @@ class Engine:
         commit = builder.build(exchange)
         started = time.perf_counter()
         try:
-            if not commit.is_empty:
+            # a batch of refusals still moves the clock: commit whenever anything changed
+            if not commit.is_empty or commit.counters != self._committed_counters:
                 await self._store.commit(commit)
+                self._committed_counters = commit.counters
         except Exception:
             log.exception("commit failed; recovering from the store", commands=len(batch))
             self._available = False
@@ -183,6 +189,8 @@ class Engine:
         self.last_batch = BatchStats(
             len(batch), len(commit.events), (time.perf_counter() - started) * 1000
         )
+        if self._on_batch is not None:
+            self._on_batch(self.last_batch)
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():  # the caller went away
                 continue
@@ -215,6 +223,7 @@ class Engine:
         )
         check_all(exchange)
         self._exchange = exchange
+        self._committed_counters = exchange.counters()
         self.recoveries += 1
         self._available = True
         log.info("engine ready", open_orders=len(exchange.orders), seq=exchange.seq)
