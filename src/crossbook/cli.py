@@ -10,9 +10,11 @@ Commands:
                              it is not a test and asserts nothing about timing)
 """
 
+import sys
 from enum import StrEnum
 from typing import Annotated
 
+import structlog
 import typer
 
 from crossbook import __version__
@@ -57,6 +59,8 @@ def main(
     ] = False,
 ) -> None:
     """crossbook: spot-exchange trade engine."""
+    # logs go to stderr: stdout carries results (tables, --json)
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
 
 @bench_app.command("engine")
