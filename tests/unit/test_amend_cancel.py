@@ -12,19 +12,11 @@ from crossbook.domain import (
     TimeInForce,
 )
 
-from unit_support import BTC, Harness, accepted_id, last_update, trades
-
-
-def funded() -> Harness:
-    h = Harness()
-    for user in (1, 2, 3):
-        h.fund(user, "BTC", "10")
-        h.fund(user, "USDT", "1000000")
-    return h
+from unit_support import BTC, accepted_id, funded, last_update, trades
 
 
 def test_reducing_quantity_keeps_time_priority_and_releases_funds() -> None:
-    h = funded()
+    h = funded((1, 2, 3))
     first = accepted_id(h.submit(1, "buy", "2", "50000"))
     second = accepted_id(h.submit(2, "buy", "1", "50000"))
     h.run(AmendOrder(1, first, quantity_lots=h.spec().parse_quantity("1")))
@@ -35,7 +27,7 @@ def test_reducing_quantity_keeps_time_priority_and_releases_funds() -> None:
 
 
 def test_increasing_quantity_loses_priority_and_reserves_more() -> None:
-    h = funded()
+    h = funded((1, 2, 3))
     first = accepted_id(h.submit(1, "buy", "1", "50000"))
     second = accepted_id(h.submit(2, "buy", "1", "50000"))
     h.run(AmendOrder(1, first, quantity_lots=h.spec().parse_quantity("2")))
@@ -45,7 +37,7 @@ def test_increasing_quantity_loses_priority_and_reserves_more() -> None:
 
 
 def test_changing_price_loses_priority_and_can_trade_at_once() -> None:
-    h = funded()
+    h = funded((1, 2, 3))
     h.submit(2, "sell", "1", "50100")
     order_id = accepted_id(h.submit(1, "buy", "1", "50000"))
     events = h.run(AmendOrder(1, order_id, price_ticks=h.spec().parse_price("50100")))
@@ -56,7 +48,7 @@ def test_changing_price_loses_priority_and_can_trade_at_once() -> None:
 
 
 def test_amend_keeps_partial_fills_and_refuses_quantity_at_or_below_filled() -> None:
-    h = funded()
+    h = funded((1, 2, 3))
     order_id = accepted_id(h.submit(1, "buy", "2", "50000"))
     h.submit(2, "sell", "1", "50000")
     h.reject(
@@ -68,7 +60,7 @@ def test_amend_keeps_partial_fills_and_refuses_quantity_at_or_below_filled() -> 
 
 
 def test_amend_that_needs_more_funds_than_available_changes_nothing() -> None:
-    h = funded()
+    h = funded((1, 2, 3))
     h.fund(9, "USDT", "60000")
     order_id = accepted_id(h.submit(9, "buy", "1", "50000"))
     h.reject(
@@ -78,7 +70,7 @@ def test_amend_that_needs_more_funds_than_available_changes_nothing() -> None:
 
 
 def test_amend_refusals() -> None:
-    h = funded()
+    h = funded((1, 2, 3))
     resting = accepted_id(h.submit(1, "buy", "1", "50000", post_only=True))
     spec = h.spec()
     h.submit(2, "sell", "1", "50100")
@@ -97,7 +89,7 @@ def test_amend_refusals() -> None:
 
 
 def test_waiting_stop_is_not_amendable() -> None:
-    h = funded()
+    h = funded((1, 2, 3))
     stop = accepted_id(
         h.submit(1, "buy", "1", "51000", stop="50500", order_type=OrderType.STOP_LIMIT)
     )
@@ -105,7 +97,7 @@ def test_waiting_stop_is_not_amendable() -> None:
 
 
 def test_cancel_releases_funds_and_closes_the_order() -> None:
-    h = funded()
+    h = funded((1, 2, 3))
     order_id = accepted_id(h.submit(1, "sell", "1", "50000"))
     events = h.run(CancelOrder(1, order_id))
     update = last_update(events, order_id)
@@ -116,7 +108,7 @@ def test_cancel_releases_funds_and_closes_the_order() -> None:
 
 
 def test_cancel_by_client_order_id_and_only_by_the_owner() -> None:
-    h = funded()
+    h = funded((1, 2, 3))
     order_id = accepted_id(h.submit(1, "buy", "1", "50000", client_order_id="my-1"))
     h.reject(CancelOrder(2, order_id), ErrorCode.ORDER_NOT_FOUND)
     h.reject(CancelOrder(2, client_order_id="my-1"), ErrorCode.ORDER_NOT_FOUND)
@@ -126,7 +118,7 @@ def test_cancel_by_client_order_id_and_only_by_the_owner() -> None:
 
 
 def test_cancel_is_allowed_while_the_market_is_halted() -> None:
-    h = funded()
+    h = funded((1, 2, 3))
     order_id = accepted_id(h.submit(1, "buy", "1", "50000", tif=TimeInForce.GTC))
     h.run(SetMarketStatus(BTC, MarketStatus.HALTED))
     h.reject(h.place(2, "sell", "1", "50000"), ErrorCode.MARKET_HALTED)
@@ -136,7 +128,7 @@ def test_cancel_is_allowed_while_the_market_is_halted() -> None:
 
 
 def test_client_order_id_is_unique_among_open_orders_only() -> None:
-    h = funded()
+    h = funded((1, 2, 3))
     h.submit(1, "buy", "1", "50000", client_order_id="abc")
     h.reject(
         h.place(1, "buy", "1", "49000", client_order_id="abc"), ErrorCode.DUPLICATE_CLIENT_ORDER_ID

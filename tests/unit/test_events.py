@@ -18,7 +18,7 @@ from crossbook.domain import (
     TimeInForce,
 )
 
-from unit_support import BTC, ETH, Harness
+from unit_support import BTC, ETH, Harness, funded
 
 
 def random_session(seed: int, steps: int = 400) -> list[Any]:
@@ -73,11 +73,7 @@ def random_session(seed: int, steps: int = 400) -> list[Any]:
 
 
 def replay(commands: list[Any]) -> tuple[list[Event], str]:
-    h = Harness()
-    for user in (1, 2, 3, 4):
-        h.fund(user, "BTC", "5")
-        h.fund(user, "ETH", "5")
-        h.fund(user, "USDT", "500000")
+    h = funded(balances={"BTC": "5", "ETH": "5", "USDT": "500000"})
     for command in commands:
         with contextlib.suppress(DomainError):
             h.run(command)

@@ -2,15 +2,7 @@
 
 from crossbook.domain import CloseReason, ErrorCode, ExchangeLimits, OrderStatus, OrderType
 
-from unit_support import Harness, accepted_id, last_update, trades
-
-
-def funded() -> Harness:
-    h = Harness()
-    for user in (1, 2, 3, 4):
-        h.fund(user, "BTC", "10")
-        h.fund(user, "USDT", "1000000")
-    return h
+from unit_support import Harness, accepted_id, funded, last_update, trades
 
 
 def test_better_price_first_then_earlier_order_first() -> None:

@@ -22,15 +22,11 @@ from crossbook.domain import (
 )
 from crossbook.domain.markets import INT64_MAX
 
-from unit_support import BTC, Harness, accepted_id
+from unit_support import BTC, Harness, accepted_id, funded
 
 
-def funded(limits: ExchangeLimits | None = None) -> Harness:
-    h = Harness(limits, min_notional="10")
-    for user in (1, 2):
-        h.fund(user, "BTC", "10")
-        h.fund(user, "USDT", "100000")
-    return h
+def funded_for_rejections(limits: ExchangeLimits | None = None) -> Harness:
+    return funded((1, 2), {"BTC": "10", "USDT": "100000"}, limits, min_notional="10")
 
 
 def limit(h: Harness, **changes: Any) -> PlaceOrder:
@@ -128,13 +124,13 @@ CASES: list[tuple[str, ErrorCode, Callable[[Harness], Any]]] = [
 def test_refused_with_code_and_nothing_changes(
     name: str, code: ErrorCode, make: Callable[[Harness], Any]
 ) -> None:
-    h = funded()
+    h = funded_for_rejections()
     error = h.reject(make(h), code)
     assert error.message
 
 
 def test_stateful_refusals_change_nothing() -> None:
-    h = funded(ExchangeLimits(max_open_orders_per_user=2))
+    h = funded_for_rejections(ExchangeLimits(max_open_orders_per_user=2))
     h.submit(2, "sell", "0.1", "41000")
     h.reject(h.place(1, "buy", "0.1", "41000", post_only=True), ErrorCode.POST_ONLY_WOULD_TAKE)
     h.submit(1, "buy", "0.1", "41000")  # trade at 41,000

@@ -9,7 +9,7 @@ from crossbook.domain import DomainError, Exchange
 from crossbook.domain.invariants import check_all
 from crossbook.domain.snapshot import restore
 
-from unit_support import Harness
+from unit_support import funded
 
 
 def outcome(ex: Exchange, command: object) -> str:
@@ -20,18 +20,9 @@ def outcome(ex: Exchange, command: object) -> str:
     return json.dumps([e.to_dict() for e in events], default=str, sort_keys=True)
 
 
-def funded_harness() -> Harness:
-    h = Harness()
-    for user in (1, 2, 3, 4):
-        h.fund(user, "BTC", "5")
-        h.fund(user, "ETH", "5")
-        h.fund(user, "USDT", "500000")
-    return h
-
-
 def test_restore_reproduces_the_state_and_all_later_behaviour() -> None:
     commands = random_session(seed=23, steps=600)
-    h = funded_harness()
+    h = funded(balances={"BTC": "5", "ETH": "5", "USDT": "500000"})
     for command in commands[:300]:
         with contextlib.suppress(DomainError):
             h.run(command)

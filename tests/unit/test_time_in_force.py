@@ -10,19 +10,11 @@ from crossbook.domain import (
     TimeInForce,
 )
 
-from unit_support import Harness, accepted_id, last_update, trades
-
-
-def funded() -> Harness:
-    h = Harness()
-    for user in (1, 2, 3):
-        h.fund(user, "BTC", "10")
-        h.fund(user, "USDT", "1000000")
-    return h
+from unit_support import accepted_id, funded, last_update, trades
 
 
 def test_ioc_fills_what_it_can_and_expires_the_rest() -> None:
-    h = funded()
+    h = funded((1, 2, 3))
     h.submit(1, "sell", "1", "50000")
     events = h.submit(2, "buy", "3", "50000", tif=TimeInForce.IOC)
     update = last_update(events, accepted_id(events))
@@ -33,7 +25,7 @@ def test_ioc_fills_what_it_can_and_expires_the_rest() -> None:
 
 
 def test_fok_that_cannot_fill_entirely_expires_with_no_trade() -> None:
-    h = funded()
+    h = funded((1, 2, 3))
     h.submit(1, "sell", "1", "50000")
     before = h.balance(2, "USDT")
     events = h.submit(2, "buy", "1.5", "50000", tif=TimeInForce.FOK)
@@ -45,7 +37,7 @@ def test_fok_that_cannot_fill_entirely_expires_with_no_trade() -> None:
 
 
 def test_fok_that_can_fill_entirely_fills_across_levels() -> None:
-    h = funded()
+    h = funded((1, 2, 3))
     h.submit(1, "sell", "1", "50000")
     h.submit(1, "sell", "1", "50001")
     events = h.submit(2, "buy", "1.5", "50001", tif=TimeInForce.FOK)
@@ -54,7 +46,7 @@ def test_fok_that_can_fill_entirely_fills_across_levels() -> None:
 
 
 def test_fok_market_sell_by_quantity() -> None:
-    h = funded()
+    h = funded((1, 2, 3))
     h.submit(1, "buy", "1", "50000")
     events = h.submit(2, "sell", "2", tif=TimeInForce.FOK)
     assert not trades(events)
@@ -62,7 +54,7 @@ def test_fok_market_sell_by_quantity() -> None:
 
 
 def test_gtd_order_rests_until_its_expiry_then_releases_funds() -> None:
-    h = funded()
+    h = funded((1, 2, 3))
     h.run(Tick(1_000))
     order_id = accepted_id(
         h.submit(1, "buy", "1", "49000", tif=TimeInForce.GTD, expire_at_ms=5_000)
@@ -78,7 +70,7 @@ def test_gtd_order_rests_until_its_expiry_then_releases_funds() -> None:
 
 
 def test_gtd_needs_a_future_expiry_and_others_take_none() -> None:
-    h = funded()
+    h = funded((1, 2, 3))
     h.run(Tick(1_000))
     h.reject(h.place(1, "buy", "1", "49000", tif=TimeInForce.GTD), ErrorCode.INVALID_EXPIRY)
     h.reject(
@@ -92,14 +84,14 @@ def test_gtd_needs_a_future_expiry_and_others_take_none() -> None:
 
 
 def test_time_never_goes_backwards() -> None:
-    h = funded()
+    h = funded((1, 2, 3))
     h.run(Tick(5_000))
     h.run(Tick(10))
     assert h.ex.now_ms == 5_000
 
 
 def test_expiry_of_a_cancelled_gtd_order_is_ignored() -> None:
-    h = funded()
+    h = funded((1, 2, 3))
     h.run(Tick(1))
     order_id = accepted_id(h.submit(1, "buy", "1", "49000", tif=TimeInForce.GTD, expire_at_ms=50))
     h.run(CancelOrder(1, order_id))
@@ -107,7 +99,7 @@ def test_expiry_of_a_cancelled_gtd_order_is_ignored() -> None:
 
 
 def test_post_only_rests_as_maker_or_is_refused() -> None:
-    h = funded()
+    h = funded((1, 2, 3))
     h.submit(1, "sell", "1", "50000")
     h.reject(h.place(2, "buy", "1", "50000", post_only=True), ErrorCode.POST_ONLY_WOULD_TAKE)
     events = h.submit(2, "buy", "1", "49999.99", post_only=True)
@@ -116,7 +108,7 @@ def test_post_only_rests_as_maker_or_is_refused() -> None:
 
 
 def test_post_only_needs_a_resting_time_in_force() -> None:
-    h = funded()
+    h = funded((1, 2, 3))
     for tif in (TimeInForce.IOC, TimeInForce.FOK):
         h.reject(h.place(1, "buy", "1", "49000", post_only=True, tif=tif), ErrorCode.INVALID_ORDER)
     h.reject(

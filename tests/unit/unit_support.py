@@ -133,6 +133,20 @@ class Harness:
         }
 
 
+def funded(
+    users: tuple[int, ...] = (1, 2, 3, 4),
+    balances: dict[str, str] | None = None,
+    limits: ExchangeLimits | None = None,
+    **market_rules: str,
+) -> Harness:
+    """A harness whose users hold `balances` (default 10 BTC and 1,000,000 USDT each)."""
+    h = Harness(limits, **market_rules)
+    for user in users:
+        for asset, amount in (balances or {"BTC": "10", "USDT": "1000000"}).items():
+            h.fund(user, asset, amount)
+    return h
+
+
 def trades(events: list[Event]) -> list[TradeExecuted]:
     return [e for e in events if isinstance(e, TradeExecuted)]
 
