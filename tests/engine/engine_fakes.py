@@ -12,10 +12,33 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-from crossbook.domain import Event, OrderStatus
+from crossbook.domain import (
+    CreateAsset,
+    CreateMarket,
+    Deposit,
+    Event,
+    OrderStatus,
+    OrderType,
+    PlaceOrder,
+    Side,
+)
 from crossbook.engine.batch import CommitBatch
 
 OPEN = {OrderStatus.OPEN.value, OrderStatus.PARTIALLY_FILLED.value}
+
+SETUP = [
+    CreateAsset("BTC", 8),
+    CreateAsset("USDT", 8),
+    CreateMarket("BTC", "USDT", "0.01", "0.00001", "0.00001", "1000"),
+    Deposit(1, "BTC", 10 * 10**8),
+    Deposit(2, "USDT", 1_000_000 * 10**8),
+]
+
+
+def limit(user_id: int, side: Side, price: int, lots: int, **extra: Any) -> PlaceOrder:
+    return PlaceOrder(
+        user_id, "BTC/USDT", side, OrderType.LIMIT, quantity_lots=lots, price_ticks=price, **extra
+    )
 
 
 class MemoryStore:

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import pytest
-from engine_fakes import FakeClock, MemoryStore, RecordingPublisher
+from engine_fakes import SETUP, FakeClock, MemoryStore, RecordingPublisher, limit
 
 from crossbook.domain import (
-    CreateAsset,
-    CreateMarket,
-    Deposit,
     DomainError,
     ErrorCode,
     OrderType,
@@ -28,20 +24,6 @@ from crossbook.engine.engine import (
     EngineOverloadedError,
     EngineUnavailableError,
 )
-
-SETUP = [
-    CreateAsset("BTC", 8),
-    CreateAsset("USDT", 8),
-    CreateMarket("BTC", "USDT", "0.01", "0.00001", "0.00001", "1000"),
-    Deposit(1, "BTC", 10 * 10**8),
-    Deposit(2, "USDT", 1_000_000 * 10**8),
-]
-
-
-def limit(user_id: int, side: Side, price: int, lots: int, **extra: Any) -> PlaceOrder:
-    return PlaceOrder(
-        user_id, "BTC/USDT", side, OrderType.LIMIT, quantity_lots=lots, price_ticks=price, **extra
-    )
 
 
 def run(
