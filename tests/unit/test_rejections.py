@@ -163,3 +163,14 @@ def test_every_error_code_is_exercised() -> None:
         ErrorCode.MARKET_HALTED,
     }
     assert {code for _, code, _ in CASES} | stateful == set(ErrorCode)
+
+
+def test_an_assets_total_supply_stays_within_64_bits() -> None:
+    """No balance can then overflow, however trades move the supply between accounts."""
+    h = funded((), {})
+    h.run(Deposit(1, "USDT", INT64_MAX - 10))
+    h.reject(Deposit(2, "USDT", 11), ErrorCode.INVALID_AMOUNT)
+    h.run(Deposit(2, "USDT", 10))
+    h.reject(Deposit(1, "USDT", 1), ErrorCode.INVALID_AMOUNT)
+    h.run(Withdraw(1, "USDT", 5))
+    h.run(Deposit(3, "USDT", 5))

@@ -62,7 +62,7 @@ def _check_side(symbol: str, book_side: BookSide) -> None:
                 and order.price_ticks == level.price_ticks
                 and order.level is level
                 and order.remaining_lots > 0,
-                f"{symbol}: misplaced order {order!r}",
+                f"{symbol}: misplaced order {order.order_id}",
             )
 
 
@@ -110,21 +110,22 @@ def check_orders(exchange: Exchange) -> None:
         booked += len(market.stops)
     _require(booked == len(exchange.orders), "open-order registry differs from books and stops")
     for order_id, order in exchange.orders.items():
-        _require(order_id == order.order_id, f"registry key {order_id} != {order!r}")
+        oid = f"order {order_id}"
+        _require(order_id == order.order_id, f"registry key {order_id} != {oid}")
         _require(
             order.status in (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED),
-            f"closed order still open: {order!r}",
+            f"closed order still open: {oid}",
         )
         if order.quote_budget_units:  # only a waiting stop-market buy rests with a budget
-            _require(order.filled_lots == 0 and not order.triggered, f"bad budget: {order!r}")
+            _require(order.filled_lots == 0 and not order.triggered, f"bad budget: {oid}")
         else:
-            _require(0 <= order.filled_lots < order.quantity_lots, f"bad fill: {order!r}")
+            _require(0 <= order.filled_lots < order.quantity_lots, f"bad fill: {oid}")
         _require(
             (order.filled_lots > 0) == (order.status is OrderStatus.PARTIALLY_FILLED),
-            f"status disagrees with fills: {order!r}",
+            f"status disagrees with fills: {oid}",
         )
-        _require(order.fee_paid_units == fee_total(order.fee_accrued), f"bad fee: {order!r}")
-        _require((order.level is not None) == order.triggered, f"misplaced order: {order!r}")
+        _require(order.fee_paid_units == fee_total(order.fee_accrued), f"bad fee: {oid}")
+        _require((order.level is not None) == order.triggered, f"misplaced order: {oid}")
 
 
 def check_fills_match_trades(

@@ -33,10 +33,10 @@ Invariants:
   holds is `orders.reserved_units`, and `balances.locked` is their sum per user.
 
 Known limits:
-- balances and ledger amounts are BIGINT. The domain bounds every deposit so
-  that one balance fits, but trades could in principle carry one account past
-  2**63 - 1 (it would have to collect more than that from others); the database
-  then refuses the commit and the engine halts instead of storing a wrong number;
+- balances and ledger amounts are BIGINT: the domain keeps each asset's total
+  supply (deposits minus withdrawals) within 2**63 - 1, so no balance can pass
+  it; were one ever to, the database would refuse the commit and the engine
+  would halt rather than store a wrong number;
 - no foreign keys on the hot tables (each would cost a lookup per written row):
   the engine is the only writer and the domain keeps the references sound;
 - the event log has no per-market index (a market's diff stream is read by seq).
