@@ -69,7 +69,8 @@ SETUP: list[Command] = [
     ),
     *(Deposit(user, "BTC", 10_000_000_000) for user in USERS),  # 100 BTC
     *(Deposit(user, "USDT", 10_000_000_000_000) for user in USERS),  # 10,000,000 USDT
-    *(Deposit(user, "ETH", 5 * 10**18) for user in USERS),  # 5 ETH
+    # 1.5 ETH each: at 18 decimals an asset's whole supply must stay below 2**63 wei (~9.2 ETH)
+    *(Deposit(user, "ETH", 15 * 10**17) for user in USERS),
 ]
 TABLES = (
     "assets",
