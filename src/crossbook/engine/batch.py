@@ -77,8 +77,9 @@ class BatchBuilder:
             elif isinstance(event, MarketCreated):
                 created[event.spec.symbol] = event
                 touched_markets[event.spec.symbol] = None
-            if event.market_seq:
-                touched_markets[getattr(event, "symbol", None) or _symbol_of(event)] = None
+                continue
+            if event.market_seq:  # every other market event names its market
+                touched_markets[getattr(event, "symbol")] = None  # noqa: B009
         markets = []
         for symbol in touched_markets:
             row = exchange.market_runtime(exchange.markets[symbol])
@@ -95,8 +96,3 @@ class BatchBuilder:
             markets=markets,
             counters=exchange.counters(),
         )
-
-
-def _symbol_of(event: Event) -> str:
-    assert isinstance(event, MarketCreated), event
-    return event.spec.symbol
