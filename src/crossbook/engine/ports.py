@@ -1,15 +1,22 @@
 """The engine's ports: what it needs from outside, as small Protocols.
 
-Adapters implement them (the SQL store, later an event bus); tests use fakes.
+Adapters implement them (the SQL store, the event bus); tests use fakes.
+
+`Store` is the engine's write side. `ReadStore` is what the API reads the
+committed truth through (DESIGN rule 4: whatever it returns has committed);
+every list it returns is bounded by its `limit` (1 to `MAX_READ_LIMIT`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
-from crossbook.domain import Event
+from crossbook.domain import Event, OrderStatus
 from crossbook.engine.batch import CommitBatch
+from crossbook.engine.views import Candle, StoredBalance, StoredOrder, StoredTrade, StoredUser
+
+MAX_READ_LIMIT = 1_000
 
 
 class Store(Protocol):
@@ -30,3 +37,83 @@ class Publisher(Protocol):
 
 class Clock(Protocol):
     def now_ms(self) -> int: ...
+
+
+class ReadStore(Protocol):
+    """Committed reads. Another user's order is None, exactly as an unknown one."""
+
+    async def get_order(self, user_id: int, order_id: int) -> StoredOrder | None: ...
+
+    async def get_order_by_client_id(
+        self, user_id: int, client_order_id: str
+    ) -> StoredOrder | None: ...
+
+    async def list_orders(
+        self,
+        user_id: int,
+        *,
+        statuses: Collection[OrderStatus] | None = None,
+        symbol: str | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        before_order_id: int | None = None,
+        after_order_id: int | None = None,
+        limit: int = 100,
+    ) -> list[StoredOrder]:
+        """Newest first."""
+        ...
+
+    async def list_market_trades(
+        self,
+        symbol: str,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        before_trade_id: int | None = None,
+        after_trade_id: int | None = None,
+        limit: int = 100,
+    ) -> list[StoredTrade]:
+        """Newest first."""
+        ...
+
+    async def list_user_trades(
+        self,
+        user_id: int,
+        *,
+        symbol: str | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        before_trade_id: int | None = None,
+        after_trade_id: int | None = None,
+        limit: int = 100,
+    ) -> list[StoredTrade]:
+        """Newest first."""
+        ...
+
+    async def list_balances(
+        self, user_id: int, *, limit: int = MAX_READ_LIMIT
+    ) -> list[StoredBalance]: ...
+
+    async def candles(
+        self,
+        symbol: str,
+        interval_ms: int,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = 100,
+    ) -> list[Candle]:
+        """The newest `limit` intervals with trades in the range, returned oldest first."""
+        ...
+
+    async def create_user(self, name: str | None, created_at_ms: int) -> StoredUser: ...
+
+    async def get_user(self, user_id: int) -> StoredUser | None: ...
+
+    async def list_users(self, *, after_user_id: int = 0, limit: int = 100) -> list[StoredUser]:
+        """By id, ascending."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the database cannot answer a trivial query."""
+        ...

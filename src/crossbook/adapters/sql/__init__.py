@@ -8,7 +8,7 @@ from crossbook.adapters.sql.errors import StoreConflictError, StoreError
 from crossbook.adapters.sql.migrate import upgrade
 from crossbook.adapters.sql.queries import DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT
 from crossbook.adapters.sql.store import SqlStore
-from crossbook.adapters.sql.views import StoredBalance, StoredOrder, StoredTrade
+from crossbook.engine.views import StoredBalance, StoredOrder, StoredTrade
 
 __all__ = [
     "DEFAULT_QUERY_LIMIT",

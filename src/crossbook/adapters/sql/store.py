@@ -57,9 +57,9 @@ from crossbook.adapters.sql.queries import DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT,
 from crossbook.adapters.sql.rows import Committed, MarketAssets
 from crossbook.adapters.sql.schema import COUNTER_COLUMNS, RULE_COLUMNS
 from crossbook.adapters.sql.sqlite import SqliteWriter
-from crossbook.adapters.sql.views import StoredBalance, StoredOrder, StoredTrade
 from crossbook.domain import MarketStatus, OrderStatus
 from crossbook.engine.batch import CommitBatch
+from crossbook.engine.views import StoredBalance, StoredOrder, StoredTrade
 
 Rows = Sequence[RowMapping]
 T = TypeVar("T")

@@ -1,4 +1,7 @@
-"""Typed results of the store's read queries (plain frozen records, no ORM).
+"""Typed records of the committed store, as the read side of the API sees them.
+
+They belong to the engine's `ReadStore` port (adapters fill them, the API reads
+them); plain frozen records, no ORM.
 
 `StoredOrder` has exactly the fields of `RECORD_FIELDS`, in that order, with
 enums as enums; `record()` gives the dict `order_record` would, which is what
@@ -114,3 +117,30 @@ class StoredBalance:
     asset: str
     available: int
     locked: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredUser:
+    """An account. Ids start at 1; user 0 is the exchange's fee account, never a user."""
+
+    user_id: int
+    name: str | None
+    created_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Candle:
+    """OHLCV of one market over `[open_time_ms, open_time_ms + interval)`, from its trades.
+
+    Open and close are the prices of the first and last trade (by trade id) in the
+    interval; volumes are sums of `quantity_lots` and `notional_units`.
+    """
+
+    open_time_ms: int
+    open_ticks: int
+    high_ticks: int
+    low_ticks: int
+    close_ticks: int
+    volume_lots: int
+    quote_volume_units: int
+    trade_count: int
