@@ -6,8 +6,13 @@ imports heavy or optional parts lazily, inside the command that needs them, so
 command.
 
 Commands:
-    crossbook bench engine   run the matching-engine benchmark (prints figures;
-                             it is not a test and asserts nothing about timing)
+    crossbook serve          run the server (REST, WebSocket, operations endpoints)
+    crossbook token          mint a JWT for a user (or --admin) with the configured secret
+    crossbook user …         create / list users     } through a running server's
+    crossbook deposit …      credit a balance        } admin API (the engine is the
+    crossbook withdraw …     debit a balance         } only writer of money and
+    crossbook market …       create / halt / resume  } markets)
+    crossbook bench …        benchmarks (print figures; they assert nothing)
 """
 
 import sys
@@ -18,6 +23,7 @@ import structlog
 import typer
 
 from crossbook import __version__
+from crossbook.cli_admin import deposit, market_app, token, user_app, withdraw
 
 app = typer.Typer(
     name="crossbook",
@@ -29,6 +35,11 @@ bench_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(bench_app, name="bench")
+app.add_typer(user_app, name="user")
+app.add_typer(market_app, name="market")
+app.command("deposit")(deposit)
+app.command("withdraw")(withdraw)
+app.command("token")(token)
 
 
 class Scenario(StrEnum):
@@ -128,3 +139,26 @@ def bench_durable(
 
     chosen = list(dict.fromkeys(d.value for d in (database or list(Database))))
     durable.run(chosen, commands, runs, seed, window, batch_max, pg_admin_url, as_json)
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[
+        str | None, typer.Option("--host", help="Default: settings (127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Default: settings (8080).")] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="Default: sqlite:///crossbook.db.")
+    ] = None,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Also create two funded demo users (development).")
+    ] = False,
+) -> None:
+    """Run the server: FastAPI on uvicorn, one process, the engine inside it.
+
+    An empty database gets the default markets (BTC/USDT, ETH/USDT). Settings come
+    from CROSSBOOK_* environment variables and the file named by CROSSBOOK_CONFIG_FILE.
+    """
+    from crossbook import server  # noqa: PLC0415 - lazy: only this command needs it
+
+    server.run(host=host, port=port, database_url=database_url, demo=demo)

@@ -1,0 +1,121 @@
+"""The FastAPI application: REST v1 under `/api/v1`, the WebSocket at `/ws`, operations.
+
+`create_app(settings, metrics)` wires routes, the gateway middleware and the exception
+handlers that turn every refusal into the seed's error envelope. No handler
+returns a 5xx for bad input: a `DomainError` or `ApiError` maps to its 4xx, a
+malformed body to 400 with the field's code, an unknown route to 404; only an
+unexpected exception gives 500 INTERNAL_ERROR, which is a bug and is logged
+with a trace id.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from crossbook import __version__
+from crossbook.api.context import ApiContext
+from crossbook.api.envelope import failure
+from crossbook.api.errors import FIELD_CODES, ApiCode, ApiError, from_domain
+from crossbook.api.metrics import ApiMetrics
+from crossbook.api.middleware import GatewayMiddleware
+from crossbook.api.routes import account, admin, market, ops, orders
+from crossbook.api.ws import StreamHub
+from crossbook.api.ws import router as ws_router
+from crossbook.config import Settings
+from crossbook.domain import DomainError
+
+API_PREFIX = "/api/v1"
+log = structlog.get_logger(__name__)
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def create_app(
+    settings: Settings, metrics: ApiMetrics, lifespan: Lifespan | None = None
+) -> FastAPI:
+    """The app; `attach` gives it its runtime (in `lifespan`, or before serving)."""
+    app = FastAPI(
+        title="crossbook",
+        version=__version__,
+        description="Spot-exchange trade engine: REST v1 and WebSocket streams.",
+        lifespan=lifespan,
+    )
+    for router in (orders.router, market.router, account.router, admin.router):
+        app.include_router(router, prefix=API_PREFIX)
+    app.include_router(ops.router)
+    app.include_router(ws_router)
+    app.add_middleware(GatewayMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+    return app
+
+
+def attach(app: FastAPI, context: ApiContext, hub: StreamHub) -> None:
+    app.state.context = context
+    app.state.hub = hub
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return failure(request, exc)
+
+
+async def _domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DomainError)
+    return failure(request, from_domain(exc))
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return failure(request, validation_error(exc.errors()))
+
+
+def validation_error(problems: Any) -> ApiError:
+    """The first problem of a request that failed the schema, with its field's code."""
+    first = problems[0] if problems else {}
+    location = [str(part) for part in first.get("loc", ())]
+    field = next((p for p in reversed(location) if p in FIELD_CODES), None)
+    name = location[-1] if location else "body"
+    code = FIELD_CODES[field] if field else ApiCode.INVALID_REQUEST
+    message = first.get("msg", "invalid request")
+    if field is not None and first.get("type", "").startswith("string_type"):
+        message = (
+            f"{field} must be a decimal string"
+            if "price" in field or "quantity" in field or field == "amount"
+            else message
+        )
+    return ApiError(
+        code,
+        f"{name}: {message}",
+        details={"field": ".".join(location[1:]) or name, "problems": len(problems)},
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: ApiCode.NOT_FOUND, 405: ApiCode.METHOD_NOT_ALLOWED}.get(
+        exc.status_code, ApiCode.INVALID_REQUEST
+    )
+    return failure(request, ApiError(code, str(exc.detail), status=exc.status_code))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    trace_id = secrets.token_hex(16)
+    log.exception("unexpected error", trace_id=trace_id, path=request.url.path)
+    error = ApiError(
+        ApiCode.INTERNAL_ERROR, "An unexpected error occurred", details={"trace_id": trace_id}
+    )
+    return failure(request, error)

@@ -1,0 +1,78 @@
+"""The response envelope of the seed's API, built once, serialised with orjson.
+
+Success: `{"success": true, "data": …, "meta": {"request_id", "timestamp", …}}`.
+Failure: `{"success": false, "error": {"code", "message", "details"}, "meta": …}`.
+`timestamp` is the server's UTC time in ISO 8601 with milliseconds (`…Z`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
+
+from crossbook.api.errors import ApiError
+
+JSON = "application/json"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def iso_ms(ms: int) -> str:
+    """Epoch milliseconds as ISO 8601 UTC with milliseconds: 2025-11-23T10:30:45.123Z."""
+    seconds, millis = divmod(ms, 1000)
+    stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{millis:03d}Z"
+
+
+def ms_from_iso(text: str) -> int | None:
+    """ISO 8601 with a time zone as epoch milliseconds (exact integer arithmetic), or None."""
+    try:
+        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if stamp.tzinfo is None:
+        return None
+    return (stamp - _EPOCH) // timedelta(milliseconds=1)
+
+
+def request_id_of(connection: HTTPConnection) -> str:
+    return str(connection.scope.get("state", {}).get("request_id", ""))
+
+
+def meta(connection: HTTPConnection, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "request_id": request_id_of(connection),
+        "timestamp": iso_ms(time.time_ns() // 1_000_000),
+    }
+    if extra:
+        out.update(extra)
+    return out
+
+
+def success(
+    connection: HTTPConnection,
+    data: Any,
+    *,
+    status: int = 200,
+    extra_meta: Mapping[str, Any] | None = None,
+) -> Response:
+    body = {"success": True, "data": data, "meta": meta(connection, extra_meta)}
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON)
+
+
+def failure_body(connection: HTTPConnection, error: ApiError) -> dict[str, Any]:
+    return {
+        "success": False,
+        "error": {"code": error.code, "message": error.message, "details": error.details},
+        "meta": meta(connection),
+    }
+
+
+def failure(connection: HTTPConnection, error: ApiError) -> Response:
+    body = orjson.dumps(failure_body(connection, error), default=str)
+    return Response(body, status_code=error.status, media_type=JSON, headers=error.headers)

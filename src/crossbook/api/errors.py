@@ -1,0 +1,121 @@
+"""The API's rejections: one stable code and one HTTP status each, mapped in ONE place.
+
+Domain codes (`ErrorCode`) keep their names on the wire; `ApiCode` adds the
+gateway's own (authentication, rate limits, engine availability, malformed
+requests). Every rejection is a 4xx except `ENGINE_UNAVAILABLE` (503, retry
+later) and `INTERNAL_ERROR` (500, a bug).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+from crossbook.domain import DomainError, ErrorCode
+
+
+class ApiCode(enum.StrEnum):
+    INVALID_REQUEST = "INVALID_REQUEST"
+    UNAUTHORIZED = "UNAUTHORIZED"
+    FORBIDDEN = "FORBIDDEN"
+    NOT_FOUND = "NOT_FOUND"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    USER_NOT_FOUND = "USER_NOT_FOUND"
+    RATE_LIMITED = "RATE_LIMITED"
+    ENGINE_OVERLOADED = "ENGINE_OVERLOADED"
+    ENGINE_UNAVAILABLE = "ENGINE_UNAVAILABLE"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+
+
+API_STATUS: Mapping[ApiCode, int] = {
+    ApiCode.INVALID_REQUEST: 400,
+    ApiCode.UNAUTHORIZED: 401,
+    ApiCode.FORBIDDEN: 403,
+    ApiCode.NOT_FOUND: 404,
+    ApiCode.METHOD_NOT_ALLOWED: 405,
+    ApiCode.PAYLOAD_TOO_LARGE: 413,
+    ApiCode.USER_NOT_FOUND: 404,
+    ApiCode.RATE_LIMITED: 429,
+    ApiCode.ENGINE_OVERLOADED: 429,
+    ApiCode.ENGINE_UNAVAILABLE: 503,
+    ApiCode.INTERNAL_ERROR: 500,
+}
+
+DOMAIN_STATUS: Mapping[ErrorCode, int] = {
+    ErrorCode.INVALID_PRICE: 400,
+    ErrorCode.INVALID_QUANTITY: 400,
+    ErrorCode.INVALID_AMOUNT: 400,
+    ErrorCode.INVALID_STOP_PRICE: 400,
+    ErrorCode.INVALID_EXPIRY: 400,
+    ErrorCode.INVALID_ORDER: 400,
+    ErrorCode.INVALID_MARKET_SPEC: 400,
+    ErrorCode.INVALID_ASSET: 400,
+    ErrorCode.INVALID_USER: 400,
+    ErrorCode.MIN_NOTIONAL: 400,
+    ErrorCode.INSUFFICIENT_BALANCE: 400,
+    ErrorCode.MARKET_NOT_FOUND: 404,
+    ErrorCode.MARKET_EXISTS: 409,
+    ErrorCode.MARKET_HALTED: 409,
+    ErrorCode.ASSET_NOT_FOUND: 404,
+    ErrorCode.ASSET_EXISTS: 409,
+    ErrorCode.ORDER_NOT_FOUND: 404,
+    ErrorCode.ORDER_NOT_AMENDABLE: 409,
+    ErrorCode.DUPLICATE_CLIENT_ORDER_ID: 409,
+    ErrorCode.POST_ONLY_WOULD_TAKE: 400,
+    ErrorCode.STOP_WOULD_TRIGGER: 400,
+    ErrorCode.TOO_MANY_OPEN_ORDERS: 400,
+}
+
+# a request field that fails the schema is reported with the code of what it carries
+FIELD_CODES: Mapping[str, str] = {
+    "price": ErrorCode.INVALID_PRICE,
+    "stop_price": ErrorCode.INVALID_STOP_PRICE,
+    "quantity": ErrorCode.INVALID_QUANTITY,
+    "quote_quantity": ErrorCode.INVALID_QUANTITY,
+    "amount": ErrorCode.INVALID_AMOUNT,
+    "expire_at": ErrorCode.INVALID_EXPIRY,
+    "side": ErrorCode.INVALID_ORDER,
+    "type": ErrorCode.INVALID_ORDER,
+    "time_in_force": ErrorCode.INVALID_ORDER,
+    "stp_mode": ErrorCode.INVALID_ORDER,
+    "post_only": ErrorCode.INVALID_ORDER,
+    "client_order_id": ErrorCode.INVALID_ORDER,
+    "asset": ErrorCode.INVALID_ASSET,
+}
+
+
+class ApiError(Exception):
+    """A refused request: status, stable code, message, details (and extra headers)."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        status: int | None = None,
+        details: Mapping[str, object] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = str(code)
+        self.message = message
+        self.status = status if status is not None else status_of(self.code)
+        self.details = dict(details or {})
+        self.headers = dict(headers or {})
+
+
+def status_of(code: str) -> int:
+    if code in DOMAIN_STATUS:
+        return DOMAIN_STATUS[ErrorCode(code)]
+    if code in API_STATUS:
+        return API_STATUS[ApiCode(code)]
+    return 400  # a field-specific code such as INVALID_PRICE is always in DOMAIN_STATUS
+
+
+def from_domain(error: DomainError) -> ApiError:
+    return ApiError(error.code, error.message, details=error.details)
+
+
+def not_found(what: str, **details: object) -> ApiError:
+    return ApiError(ApiCode.NOT_FOUND, f"{what} not found", details=details)

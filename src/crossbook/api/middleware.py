@@ -1,0 +1,141 @@
+"""The gateway's ASGI middleware (pure ASGI: no per-request task or body copy).
+
+For every HTTP request, in order:
+- a request id: the client's `X-Request-ID` if it is 1-128 of `[A-Za-z0-9._:-]`,
+  else a new `req_<hex>`; stored in `scope["state"]["request_id"]`, bound to the
+  structured log context and echoed in the `X-Request-ID` response header;
+- a body limit: a declared `Content-Length` above `max_body_bytes` is refused
+  at once with 413, and a streamed body that grows past it is cut off with 413;
+- a latency observation by route template (not raw path: bounded label values)
+  and one structured log line per request.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from typing import Any
+
+import structlog
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from crossbook.api.envelope import failure
+from crossbook.api.errors import ApiCode, ApiError
+from crossbook.api.metrics import ApiMetrics
+
+REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+log = structlog.get_logger("crossbook.http")
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+class GatewayMiddleware:
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            if scope["type"] == "websocket":
+                await self.app(scope, receive, send)
+            else:
+                await self._http(scope, receive, send, request_id)
+        finally:
+            structlog.contextvars.unbind_contextvars("request_id")
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        started = time.perf_counter()
+        status = 500
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        try:
+            if _declared_length(scope) > self.max_body_bytes:
+                await self._too_large(scope, send_with_id)
+            else:
+                await self.app(scope, self._limited(receive), send_with_id)
+        except _BodyTooLargeError:
+            await self._too_large(scope, send_with_id)
+        finally:
+            elapsed_s = time.perf_counter() - started
+            route = _route_template(scope)
+            self.metrics.http_seconds.labels(scope["method"], route, str(status)).observe(elapsed_s)
+            log.info(
+                "http",
+                method=scope["method"],
+                route=route,
+                path=scope["path"],
+                status=status,
+                ms=round(elapsed_s * 1000, 3),
+            )
+
+    def _limited(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def receive_limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body_bytes:
+                    raise _BodyTooLargeError
+            return message
+
+        return receive_limited
+
+    async def _too_large(self, scope: Scope, send: Send) -> None:
+        error = ApiError(
+            ApiCode.PAYLOAD_TOO_LARGE,
+            f"request body is larger than {self.max_body_bytes} bytes",
+            details={"max_bytes": self.max_body_bytes},
+        )
+
+        async def no_body() -> Message:
+            return {"type": "http.disconnect"}
+
+        await failure(HTTPConnection(scope, no_body), error)(scope, no_body, send)
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            text: str = value.decode("latin-1")
+            if _REQUEST_ID.fullmatch(text):
+                return text
+            break
+    return f"req_{secrets.token_hex(8)}"
+
+
+def _declared_length(scope: Scope) -> int:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
+
+
+def _route_template(scope: Scope) -> str:
+    route: Any = scope.get("route")
+    path: object = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"

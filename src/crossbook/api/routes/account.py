@@ -1,0 +1,102 @@
+"""The caller's balances and trades, and public trades of a market (`/trades`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.security import HTTPAuthorizationCredentials
+from starlette.requests import Request
+from starlette.responses import Response
+
+from crossbook.api.context import ApiContext
+from crossbook.api.envelope import success
+from crossbook.api.errors import ApiCode, ApiError
+from crossbook.api.routes.common import (
+    DEFAULT_PAGE_LIMIT,
+    bearer,
+    check_limit,
+    context,
+    errors,
+    page_meta,
+    parse_id,
+    parse_time_ms,
+    trader_id,
+)
+from crossbook.api.schemas import BalanceOut, Envelope, PublicTradeOut, TradeOut
+from crossbook.api.views import balance_json, trade_json
+
+router = APIRouter(tags=["account"])
+Context = Annotated[ApiContext, Depends(context)]
+
+
+@router.get(
+    "/balances",
+    response_model=Envelope[list[BalanceOut]],
+    responses=errors(401, 403),
+    summary="The caller's balances: available and locked per asset",
+)
+async def balances(
+    request: Request, user_id: Annotated[int, Depends(trader_id)], ctx: Context
+) -> Response:
+    assets = ctx.market_data.assets()
+    rows = await ctx.store.list_balances(user_id)
+    return success(request, [balance_json(assets[b.asset], b) for b in rows])
+
+
+@router.get(
+    "/trades",
+    response_model=Envelope[list[TradeOut] | list[PublicTradeOut]],
+    responses=errors(400, 401, 403, 404),
+    summary="Trades of a market, or the caller's trades (mine=true)",
+)
+async def trades(
+    request: Request,
+    ctx: Context,
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    symbol: Annotated[str | None, Query(examples=["BTC-USDT"])] = None,
+    mine: Annotated[bool, Query(description="the caller's trades (needs a token)")] = False,
+    start_time: Annotated[str | None, Query(description="ms or ISO 8601, inclusive")] = None,
+    end_time: Annotated[str | None, Query(description="ms or ISO 8601, inclusive")] = None,
+    before: Annotated[str | None, Query(description="only trades with a smaller id")] = None,
+    after: Annotated[str | None, Query(description="only trades with a larger id")] = None,
+    limit: int = DEFAULT_PAGE_LIMIT,
+) -> Response:
+    """Without `mine`: the public trades of `symbol` (required), newest first.
+    With `mine=true`: the caller's trades (optionally of `symbol`) with the caller's
+    side, liquidity, order id and fee."""
+    check_limit(limit)
+    spec_symbol = None if symbol is None else ctx.market(symbol).spec.symbol
+    start_ms = parse_time_ms(start_time, "start_time")
+    end_ms = parse_time_ms(end_time, "end_time")
+    before_id = None if before is None else parse_id(before, ApiCode.INVALID_REQUEST, "before")
+    after_id = None if after is None else parse_id(after, ApiCode.INVALID_REQUEST, "after")
+    if mine:
+        user_id = ctx.trader(request)
+        rows = await ctx.store.list_user_trades(
+            user_id,
+            symbol=spec_symbol,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            before_trade_id=before_id,
+            after_trade_id=after_id,
+            limit=limit,
+        )
+        data = [trade_json(ctx.spec(t.symbol), t, user_id) for t in rows]
+    else:
+        if spec_symbol is None:
+            raise ApiError(
+                ApiCode.INVALID_REQUEST,
+                "symbol is required for market trades (or pass mine=true)",
+                details={"field": "symbol"},
+            )
+        rows = await ctx.store.list_market_trades(
+            spec_symbol,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            before_trade_id=before_id,
+            after_trade_id=after_id,
+            limit=limit,
+        )
+        data = [trade_json(ctx.spec(t.symbol), t) for t in rows]
+    return success(request, data, extra_meta=page_meta(rows, limit, "trade_id"))

@@ -1,0 +1,140 @@
+"""What several routes share: engine submission, id/time/limit parsing, documented errors."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import Request
+
+from crossbook.api.context import ApiContext, context_of
+from crossbook.api.envelope import ms_from_iso
+from crossbook.api.errors import ApiCode, ApiError
+from crossbook.api.rate_limit import retry_after_header
+from crossbook.api.schemas import ErrorEnvelope
+from crossbook.domain import Command, DomainError, ErrorCode, Event
+from crossbook.engine.engine import EngineOverloadedError, EngineUnavailableError
+from crossbook.engine.ports import MAX_READ_LIMIT
+
+MAX_ID = 2**63 - 1
+DEFAULT_PAGE_LIMIT = 100
+
+bearer = HTTPBearer(auto_error=False, description="JWT (HS256) from `crossbook token`")
+
+_ERROR_TEXT = {
+    400: "Invalid request (a specific code such as INVALID_PRICE, INSUFFICIENT_BALANCE)",
+    401: "Missing, invalid or expired token (UNAUTHORIZED)",
+    403: "Token lacks the role (FORBIDDEN)",
+    404: "Unknown resource (MARKET_NOT_FOUND, ORDER_NOT_FOUND, USER_NOT_FOUND, NOT_FOUND)",
+    409: "Conflicts with the current state (MARKET_HALTED, DUPLICATE_CLIENT_ORDER_ID …)",
+    413: "Body too large (PAYLOAD_TOO_LARGE)",
+    429: "Rate limited or engine overloaded; see Retry-After",
+    503: "Engine unavailable (ENGINE_UNAVAILABLE); retry, safely with the same client id",
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the given error statuses, all in the error envelope."""
+    return {s: {"model": ErrorEnvelope, "description": _ERROR_TEXT[s]} for s in statuses}
+
+
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def trader_id(request: Request, _: Credentials) -> int:
+    """The authenticated trader's user id (401/403 otherwise)."""
+    return context_of(request).trader(request)
+
+
+def admin(request: Request, _: Credentials) -> None:
+    context_of(request).admin(request)
+
+
+def context(request: Request) -> ApiContext:
+    return context_of(request)
+
+
+def rate_limited(ctx: ApiContext, user_id: int) -> None:
+    wait_s = ctx.rate_limiter.take(user_id)
+    if wait_s > 0:
+        ctx.metrics.orders.labels("any", ApiCode.RATE_LIMITED).inc()
+        raise ApiError(
+            ApiCode.RATE_LIMITED,
+            "too many order requests",
+            headers={"Retry-After": retry_after_header(wait_s)},
+            details={"retry_after_s": round(wait_s, 3)},
+        )
+
+
+async def submit(ctx: ApiContext, command: Command, action: str) -> list[Event]:
+    """Run `command` through the engine; engine states become API errors."""
+    try:
+        events = await ctx.engine.submit(command)
+    except DomainError as error:
+        ctx.metrics.orders.labels(action, error.code).inc()
+        raise
+    except EngineOverloadedError:
+        ctx.metrics.orders.labels(action, ApiCode.ENGINE_OVERLOADED).inc()
+        raise ApiError(
+            ApiCode.ENGINE_OVERLOADED, "engine queue is full", headers={"Retry-After": "1"}
+        ) from None
+    except EngineUnavailableError:
+        ctx.metrics.orders.labels(action, ApiCode.ENGINE_UNAVAILABLE).inc()
+        raise ApiError(
+            ApiCode.ENGINE_UNAVAILABLE,
+            "engine unavailable; nothing was done, retry",
+            headers={"Retry-After": "1"},
+        ) from None
+    ctx.metrics.orders.labels(action, "ok").inc()
+    return events
+
+
+def parse_id(text: str, code: str, what: str) -> int:
+    """A positive 64-bit id from a path or query string; anything else is `code`."""
+    if not text.isdigit() or len(text) > 19 or not 0 < int(text) <= MAX_ID:
+        raise ApiError(code, f"{what} must be a positive integer id", details={"provided": text})
+    return int(text)
+
+
+def parse_order_id(text: str) -> int:
+    """Order ids in paths: a malformed one names no order, so it is ORDER_NOT_FOUND."""
+    return parse_id(text, ErrorCode.ORDER_NOT_FOUND, "order id")
+
+
+def parse_time_ms(text: str | None, field: str) -> int | None:
+    """Epoch milliseconds, or ISO 8601 with a zone (`2025-11-23T10:30:45.123Z`)."""
+    if text is None:
+        return None
+    if text.isdigit() and len(text) <= 15:
+        return int(text)
+    ms = ms_from_iso(text)
+    if ms is None:
+        raise ApiError(
+            ApiCode.INVALID_REQUEST,
+            f"{field} must be epoch milliseconds or ISO 8601 with a time zone",
+            details={"field": field, "provided": text},
+        )
+    return ms
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_READ_LIMIT:
+        raise ApiError(
+            ApiCode.INVALID_REQUEST,
+            f"limit must be between 1 and {MAX_READ_LIMIT}",
+            details={"field": "limit", "provided": limit},
+        )
+    return limit
+
+
+def page_meta(items: list[Any], limit: int, id_of: str) -> dict[str, Any]:
+    """Keyset pagination: pass `next_before` as `before` for the next (older) page."""
+    full = len(items) == limit
+    return {
+        "pagination": {
+            "limit": limit,
+            "count": len(items),
+            "next_before": str(getattr(items[-1], id_of)) if full and items else None,
+        }
+    }

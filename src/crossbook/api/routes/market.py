@@ -1,0 +1,127 @@
+"""Public market data: markets, order book, ticker, candles, market trades.
+
+The book, ticker and market list come from the committed projection
+(`MarketData`), never from the engine's live state; candles and trades from the
+committed store. `{symbol}` may be written `BTC/USDT` (as the seed does, so it
+spans two path segments), `BTC-USDT` or `btc_usdt`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from starlette.requests import Request
+from starlette.responses import Response
+
+from crossbook.api.context import ApiContext, now_ms
+from crossbook.api.envelope import success
+from crossbook.api.errors import ApiCode, ApiError
+from crossbook.api.routes.common import (
+    DEFAULT_PAGE_LIMIT,
+    check_limit,
+    context,
+    errors,
+    parse_time_ms,
+)
+from crossbook.api.schemas import CandleOut, Envelope, MarketOut, OrderBookOut, TickerOut
+from crossbook.api.views import book_json, candle_json, market_json, ticker_json
+
+router = APIRouter(tags=["market data"])
+Context = Annotated[ApiContext, Depends(context)]
+
+DEFAULT_BOOK_DEPTH = 20
+CANDLE_INTERVALS_MS = {
+    "1m": 60_000,
+    "5m": 300_000,
+    "15m": 900_000,
+    "1h": 3_600_000,
+    "4h": 14_400_000,
+    "1d": 86_400_000,
+}
+
+
+@router.get("/markets", response_model=Envelope[list[MarketOut]], summary="List markets")
+async def list_markets(request: Request, ctx: Context) -> Response:
+    markets = ctx.market_data.markets()
+    return success(request, [market_json(markets[s]) for s in sorted(markets)])
+
+
+@router.get(
+    "/markets/{symbol:path}/ticker",
+    response_model=Envelope[TickerOut],
+    responses=errors(404),
+    summary="24 h rolling ticker",
+)
+async def ticker(request: Request, symbol: str, ctx: Context) -> Response:
+    spec = ctx.market(symbol).spec
+    now = now_ms()
+    return success(request, ticker_json(spec, ctx.market_data.ticker(spec.symbol, now), now))
+
+
+@router.get(
+    "/markets/{symbol:path}/candles",
+    response_model=Envelope[list[CandleOut]],
+    responses=errors(400, 404),
+    summary="OHLCV candles from trades, oldest first",
+)
+async def candles(
+    request: Request,
+    symbol: str,
+    ctx: Context,
+    interval: Annotated[str, Query(description=", ".join(CANDLE_INTERVALS_MS))] = "1m",
+    start_time: Annotated[str | None, Query(description="ms or ISO 8601, inclusive")] = None,
+    end_time: Annotated[str | None, Query(description="ms or ISO 8601, inclusive")] = None,
+    limit: int = DEFAULT_PAGE_LIMIT,
+) -> Response:
+    spec = ctx.market(symbol).spec
+    if interval not in CANDLE_INTERVALS_MS:
+        raise ApiError(
+            ApiCode.INVALID_REQUEST,
+            f"interval must be one of {', '.join(CANDLE_INTERVALS_MS)}",
+            details={"field": "interval", "provided": interval},
+        )
+    rows = await ctx.store.candles(
+        spec.symbol,
+        CANDLE_INTERVALS_MS[interval],
+        start_ms=parse_time_ms(start_time, "start_time"),
+        end_ms=parse_time_ms(end_time, "end_time"),
+        limit=check_limit(limit),
+    )
+    return success(request, [candle_json(spec, interval, c) for c in rows])
+
+
+@router.get(
+    "/markets/{symbol:path}",
+    response_model=Envelope[MarketOut],
+    responses=errors(404),
+    summary="One market's rules and status",
+)
+async def get_market(request: Request, symbol: str, ctx: Context) -> Response:
+    return success(request, market_json(ctx.market(symbol)))
+
+
+@router.get(
+    "/orderbook/{symbol:path}",
+    response_model=Envelope[OrderBookOut],
+    responses=errors(400, 404),
+    summary="Order book snapshot (aggregated levels)",
+)
+async def order_book(
+    request: Request,
+    symbol: str,
+    ctx: Context,
+    depth: Annotated[int, Query(description="levels per side")] = DEFAULT_BOOK_DEPTH,
+) -> Response:
+    """Bids best (highest) first, asks best (lowest) first. `sequence` is the market's
+    sequence the snapshot includes: the WebSocket diff that follows starts at
+    `sequence + 1`."""
+    spec = ctx.market(symbol).spec
+    if not 1 <= depth <= ctx.settings.max_book_depth:
+        raise ApiError(
+            ApiCode.INVALID_REQUEST,
+            f"depth must be between 1 and {ctx.settings.max_book_depth}",
+            details={"field": "depth", "provided": depth},
+        )
+    book = ctx.market_data.book(spec.symbol, depth)
+    return success(request, book_json(spec, book, now_ms()))

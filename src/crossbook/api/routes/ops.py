@@ -1,0 +1,50 @@
+"""Operations: liveness, readiness and Prometheus metrics (outside `/api/v1`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import structlog
+from fastapi import APIRouter, Depends
+from starlette.requests import Request
+from starlette.responses import Response
+
+from crossbook.api.context import ApiContext
+from crossbook.api.envelope import success
+from crossbook.api.errors import ApiCode, ApiError
+from crossbook.api.metrics import CONTENT_TYPE
+from crossbook.api.routes.common import context, errors
+from crossbook.api.schemas import Envelope, HealthOut
+
+router = APIRouter(tags=["operations"])
+Context = Annotated[ApiContext, Depends(context)]
+log = structlog.get_logger(__name__)
+
+
+@router.get("/health", response_model=Envelope[HealthOut], summary="The process is alive")
+async def health(request: Request) -> Response:
+    return success(request, {"status": "ok", "checks": {}})
+
+
+@router.get(
+    "/ready",
+    response_model=Envelope[HealthOut],
+    responses=errors(503),
+    summary="The database answers and the engine takes work",
+)
+async def ready(request: Request, ctx: Context) -> Response:
+    checks = {"engine": "ok" if ctx.engine.available else "unavailable"}
+    try:
+        await ctx.store.ping()
+        checks["database"] = "ok"
+    except Exception as error:  # any failure to answer is "not ready", reported as such
+        log.warning("readiness: database check failed", error=str(error))
+        checks["database"] = "unavailable"
+    if any(value != "ok" for value in checks.values()):
+        raise ApiError(ApiCode.ENGINE_UNAVAILABLE, "not ready", details=checks)
+    return success(request, {"status": "ready", "checks": checks})
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(ctx: Context) -> Response:
+    return Response(ctx.metrics.render(), media_type=CONTENT_TYPE)

@@ -1,0 +1,211 @@
+"""`/orders`: place, cancel (idempotent), amend, get and list the caller's orders.
+
+Another user's order is reported exactly as an unknown one (404
+ORDER_NOT_FOUND), never 403, so ids reveal nothing about other accounts.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+from starlette.requests import Request
+from starlette.responses import Response
+
+from crossbook.api.context import ApiContext
+from crossbook.api.envelope import success
+from crossbook.api.errors import ApiCode, ApiError
+from crossbook.api.order_entry import amend_command, place_command
+from crossbook.api.routes.common import (
+    DEFAULT_PAGE_LIMIT,
+    check_limit,
+    context,
+    errors,
+    page_meta,
+    parse_id,
+    parse_order_id,
+    parse_time_ms,
+    rate_limited,
+    submit,
+    trader_id,
+)
+from crossbook.api.schemas import (
+    AmendOrderRequest,
+    Envelope,
+    OrderOut,
+    PlacedOrderOut,
+    PlaceOrderRequest,
+)
+from crossbook.api.views import OrderView, order_json, placed_order, trade_json, trades_of
+from crossbook.domain import CancelOrder, DomainError, ErrorCode, OrderStatus
+from crossbook.engine.views import StoredOrder
+
+router = APIRouter(prefix="/orders", tags=["orders"])
+
+UserId = Annotated[int, Depends(trader_id)]
+Context = Annotated[ApiContext, Depends(context)]
+OrderIdPath = Annotated[str, Path(description="the order's id", examples=["1001"])]
+
+ACTIVE_STATUS_ALIAS = "active"  # open + partially_filled
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=Envelope[PlacedOrderOut],
+    responses=errors(400, 401, 403, 404, 409, 413, 429, 503),
+    summary="Place an order",
+)
+async def place_order(
+    request: Request, body: PlaceOrderRequest, user_id: UserId, ctx: Context
+) -> Response:
+    """Market, limit, stop-limit or stop-market; GTC/IOC/FOK/GTD; post-only; STP mode.
+
+    Answers only after the order and its trades are committed: 201 with the order
+    as it stands after matching and the trades it took part in.
+    """
+    rate_limited(ctx, user_id)
+    spec = ctx.market(body.symbol).spec
+    events = await submit(ctx, place_command(spec, body, user_id), "place")
+    order, trades = placed_order(events)
+    data = {
+        "order": order_json(spec, order),
+        "trades": [trade_json(spec, t, user_id) for t in trades],
+    }
+    return success(request, data, status=201)
+
+
+@router.delete(
+    "/{order_id}",
+    response_model=Envelope[OrderOut],
+    responses=errors(401, 403, 404, 429, 503),
+    summary="Cancel an order (idempotent)",
+)
+async def cancel_order(
+    request: Request, order_id: OrderIdPath, user_id: UserId, ctx: Context
+) -> Response:
+    """Cancel one of the caller's orders. Cancelling an order that is already closed
+    (cancelled, filled, expired) returns it unchanged with 200."""
+    oid = parse_order_id(order_id)
+    rate_limited(ctx, user_id)
+    try:
+        await submit(ctx, CancelOrder(user_id, order_id=oid), "cancel")
+    except DomainError as error:
+        if error.code is not ErrorCode.ORDER_NOT_FOUND:
+            raise
+    return success(request, await _owned_order_json(ctx, user_id, oid))
+
+
+@router.patch(
+    "/{order_id}",
+    response_model=Envelope[PlacedOrderOut],
+    responses=errors(400, 401, 403, 404, 409, 429, 503),
+    summary="Amend a resting limit order",
+)
+async def amend_order(
+    request: Request,
+    order_id: OrderIdPath,
+    body: AmendOrderRequest,
+    user_id: UserId,
+    ctx: Context,
+) -> Response:
+    """Change quantity (total, including filled) and/or price. Reducing the quantity
+    keeps time priority; any other change moves the order to the back of its level
+    and may trade at once (the trades are returned)."""
+    oid = parse_order_id(order_id)
+    rate_limited(ctx, user_id)
+    stored = await _owned_order(ctx, user_id, oid)
+    spec = ctx.spec(stored.symbol)
+    events = await submit(ctx, amend_command(spec, body, user_id, oid), "amend")
+    data = {
+        "order": await _owned_order_json(ctx, user_id, oid),
+        "trades": [trade_json(spec, t, user_id) for t in trades_of(events, oid)],
+    }
+    return success(request, data)
+
+
+@router.get(
+    "/{order_id}",
+    response_model=Envelope[OrderOut],
+    responses=errors(401, 403, 404),
+    summary="Get one of the caller's orders",
+)
+async def get_order(
+    request: Request, order_id: OrderIdPath, user_id: UserId, ctx: Context
+) -> Response:
+    return success(request, await _owned_order_json(ctx, user_id, parse_order_id(order_id)))
+
+
+@router.get(
+    "",
+    response_model=Envelope[list[OrderOut]],
+    responses=errors(400, 401, 403, 404),
+    summary="List the caller's orders, newest first",
+)
+async def list_orders(
+    request: Request,
+    user_id: UserId,
+    ctx: Context,
+    status: Annotated[
+        str | None,
+        Query(
+            description="comma-separated statuses (open, partially_filled, filled, cancelled, "
+            "expired, rejected); `active` = open + partially_filled"
+        ),
+    ] = None,
+    symbol: Annotated[str | None, Query(examples=["BTC-USDT"])] = None,
+    start_time: Annotated[str | None, Query(description="ms or ISO 8601, inclusive")] = None,
+    end_time: Annotated[str | None, Query(description="ms or ISO 8601, inclusive")] = None,
+    before: Annotated[str | None, Query(description="only orders with a smaller id")] = None,
+    after: Annotated[str | None, Query(description="only orders with a larger id")] = None,
+    limit: int = DEFAULT_PAGE_LIMIT,
+) -> Response:
+    check_limit(limit)
+    orders = await ctx.store.list_orders(
+        user_id,
+        statuses=_statuses(status),
+        symbol=None if symbol is None else ctx.market(symbol).spec.symbol,
+        start_ms=parse_time_ms(start_time, "start_time"),
+        end_ms=parse_time_ms(end_time, "end_time"),
+        before_order_id=None if before is None else _cursor(before, "before"),
+        after_order_id=None if after is None else _cursor(after, "after"),
+        limit=limit,
+    )
+    data = [order_json(ctx.spec(o.symbol), OrderView.from_stored(o)) for o in orders]
+    return success(request, data, extra_meta=page_meta(orders, limit, "order_id"))
+
+
+async def _owned_order(ctx: ApiContext, user_id: int, order_id: int) -> StoredOrder:
+    stored = await ctx.store.get_order(user_id, order_id)
+    if stored is None:
+        raise ApiError(
+            ErrorCode.ORDER_NOT_FOUND, f"order {order_id} not found", details={"id": str(order_id)}
+        )
+    return stored
+
+
+async def _owned_order_json(ctx: ApiContext, user_id: int, order_id: int) -> dict[str, object]:
+    stored = await _owned_order(ctx, user_id, order_id)
+    return order_json(ctx.spec(stored.symbol), OrderView.from_stored(stored))
+
+
+def _statuses(text: str | None) -> list[OrderStatus] | None:
+    if text is None:
+        return None
+    out: list[OrderStatus] = []
+    for part in filter(None, (p.strip().lower() for p in text.split(","))):
+        if part == ACTIVE_STATUS_ALIAS:
+            out += [OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED]
+        elif part in OrderStatus.__members__.values():
+            out.append(OrderStatus(part))
+        else:
+            raise ApiError(
+                ApiCode.INVALID_REQUEST,
+                f"unknown order status {part!r}",
+                details={"field": "status", "provided": part},
+            )
+    return out or None
+
+
+def _cursor(text: str, field: str) -> int:
+    return parse_id(text, ApiCode.INVALID_REQUEST, field)

@@ -1,0 +1,263 @@
+"""Request bodies and the documented response shapes (OpenAPI).
+
+Decimal amounts are strings: a JSON number where a decimal is expected is refused
+with the field's code (`INVALID_PRICE`, `INVALID_QUANTITY` …), never coerced. The
+response models describe exactly what `views` produces; handlers build the JSON
+directly (faster than validating every response) and tests check the two agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from crossbook.domain.validation import MAX_CLIENT_ORDER_ID_CHARS
+
+MAX_TEXT_CHARS = 64
+T = TypeVar("T")
+
+SideText = Literal["buy", "sell"]
+OrderTypeText = Literal["market", "limit", "stop_limit", "stop_market"]
+TimeInForceText = Literal["GTC", "IOC", "FOK", "GTD"]
+StpModeText = Literal["cancel_taker", "cancel_maker", "cancel_both", "none"]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+class PlaceOrderRequest(_Body):
+    symbol: str = Field(max_length=MAX_TEXT_CHARS, examples=["BTC/USDT"])
+    side: SideText
+    type: OrderTypeText
+    quantity: str | None = Field(None, max_length=MAX_TEXT_CHARS, examples=["1.5"])
+    quote_quantity: str | None = Field(
+        None, max_length=MAX_TEXT_CHARS, description="market buys only: quote to spend"
+    )
+    price: str | None = Field(None, max_length=MAX_TEXT_CHARS, examples=["50000.00"])
+    stop_price: str | None = Field(None, max_length=MAX_TEXT_CHARS)
+    time_in_force: TimeInForceText = "GTC"
+    expire_at: str | int | None = Field(
+        None, description="GTD only: ISO 8601 UTC time or epoch milliseconds"
+    )
+    post_only: bool = False
+    client_order_id: str | None = Field(None, max_length=MAX_CLIENT_ORDER_ID_CHARS)
+    stp_mode: StpModeText = "cancel_taker"
+
+    _side = field_validator("side", "type", "stp_mode", mode="before")(_lower)
+
+    @field_validator("time_in_force", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class AmendOrderRequest(_Body):
+    quantity: str | None = Field(None, max_length=MAX_TEXT_CHARS)
+    price: str | None = Field(None, max_length=MAX_TEXT_CHARS)
+
+
+class CreateUserRequest(_Body):
+    name: str | None = Field(None, min_length=1, max_length=MAX_TEXT_CHARS)
+
+
+class IssueTokenRequest(_Body):
+    ttl_s: int | None = Field(None, gt=0, le=366 * 24 * 3600)
+
+
+class TransferRequest(_Body):
+    user_id: str | int = Field(description="the user's id (0 is the fee account)")
+    asset: str = Field(max_length=16, examples=["USDT"])
+    amount: str = Field(max_length=MAX_TEXT_CHARS, examples=["1000.00"])
+
+
+class CreateMarketRequest(_Body):
+    base: str = Field(max_length=16, examples=["BTC"])
+    quote: str = Field(max_length=16, examples=["USDT"])
+    base_decimals: int | None = Field(None, ge=0, le=18, description="if the asset is new")
+    quote_decimals: int | None = Field(None, ge=0, le=18, description="if the asset is new")
+    tick_size: str = Field(max_length=MAX_TEXT_CHARS, examples=["0.01"])
+    step_size: str = Field(max_length=MAX_TEXT_CHARS, examples=["0.00001"])
+    min_quantity: str = Field(max_length=MAX_TEXT_CHARS)
+    max_quantity: str = Field(max_length=MAX_TEXT_CHARS)
+    min_notional: str = Field("0", max_length=MAX_TEXT_CHARS)
+    max_price: str | None = Field(None, max_length=MAX_TEXT_CHARS)
+    maker_fee_rate: str | None = Field(None, max_length=MAX_TEXT_CHARS)
+    taker_fee_rate: str | None = Field(None, max_length=MAX_TEXT_CHARS)
+
+
+# -- documented responses ----------------------------------------------------------
+
+
+class Meta(BaseModel):
+    request_id: str
+    timestamp: str = Field(examples=["2025-11-23T10:30:45.123Z"])
+    pagination: dict[str, Any] | None = None
+
+
+class Envelope(BaseModel, Generic[T]):
+    success: Literal[True]
+    data: T
+    meta: Meta
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(examples=["INVALID_QUANTITY"])
+    message: str
+    details: dict[str, Any]
+
+
+class ErrorEnvelope(BaseModel):
+    success: Literal[False]
+    error: ErrorBody
+    meta: Meta
+
+
+class OrderOut(BaseModel):
+    id: str
+    client_order_id: str | None
+    user_id: str
+    symbol: str
+    side: SideText
+    type: OrderTypeText
+    time_in_force: TimeInForceText
+    post_only: bool
+    stp_mode: StpModeText
+    price: str | None
+    stop_price: str | None
+    quantity: str | None
+    quote_quantity: str | None
+    filled_quantity: str
+    filled_quote_quantity: str
+    fee: str
+    fee_asset: str
+    status: Literal["open", "partially_filled", "filled", "cancelled", "rejected", "expired"]
+    close_reason: str | None
+    triggered: bool
+    expire_at: str | None
+    created_at: str
+    updated_at: str
+
+
+class PublicTradeOut(BaseModel):
+    id: str
+    symbol: str
+    price: str
+    quantity: str
+    quote_quantity: str
+    taker_side: SideText
+    executed_at: str
+
+
+class TradeOut(PublicTradeOut):
+    order_id: str
+    side: SideText
+    liquidity: Literal["maker", "taker"]
+    fee: str
+    buyer_fee: str
+    seller_fee: str
+    fee_asset: str
+
+
+class PlacedOrderOut(BaseModel):
+    order: OrderOut
+    trades: list[TradeOut]
+
+
+class LevelOut(BaseModel):
+    price: str
+    quantity: str
+    num_orders: int
+
+
+class OrderBookOut(BaseModel):
+    symbol: str
+    timestamp: str
+    sequence: int
+    bids: list[LevelOut]
+    asks: list[LevelOut]
+    spread: str | None
+
+
+class TickerOut(BaseModel):
+    symbol: str
+    last_price: str | None
+    open_24h: str | None
+    high_24h: str | None
+    low_24h: str | None
+    price_change_24h: str | None
+    volume_24h: str
+    quote_volume_24h: str
+    trade_count_24h: int
+    best_bid: str | None
+    best_bid_quantity: str | None
+    best_ask: str | None
+    best_ask_quantity: str | None
+    window_start: str
+    timestamp: str
+
+
+class MarketOut(BaseModel):
+    symbol: str
+    base_asset: str
+    quote_asset: str
+    base_decimals: int
+    quote_decimals: int
+    status: Literal["active", "halted"]
+    tick_size: str
+    step_size: str
+    min_quantity: str
+    max_quantity: str
+    min_notional: str
+    max_price: str
+    maker_fee_rate: str
+    taker_fee_rate: str
+    sequence: int
+
+
+class CandleOut(BaseModel):
+    open_time: str
+    interval: str
+    open: str
+    high: str
+    low: str
+    close: str
+    volume: str
+    quote_volume: str
+    trade_count: int
+
+
+class BalanceOut(BaseModel):
+    asset: str
+    available: str
+    locked: str
+    total: str
+
+
+class UserOut(BaseModel):
+    id: str
+    name: str | None
+    created_at: str
+
+
+class TokenOut(BaseModel):
+    token: str
+    token_type: Literal["Bearer"]
+    expires_at: str
+
+
+class TransferOut(BaseModel):
+    user_id: str
+    asset: str
+    amount: str
+    balance: BalanceOut
+
+
+class HealthOut(BaseModel):
+    status: str
+    checks: dict[str, str] = {}

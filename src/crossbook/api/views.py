@@ -1,0 +1,299 @@
+"""What the API shows: domain and store records turned into JSON-ready dicts.
+
+Every amount leaves as a decimal string on its market's or asset's grid
+(DESIGN rule 5); ids leave as strings (64-bit ids do not survive JavaScript
+numbers); times as ISO 8601 UTC with milliseconds.
+
+`OrderView` is the one shape of an order the API presents, built either from
+the store (`from_stored`) or from the committed events of the command that
+placed it (`from_events`), so a placement's answer needs no extra read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from crossbook.api.envelope import iso_ms
+from crossbook.domain import (
+    Asset,
+    CloseReason,
+    Event,
+    MarketSpec,
+    OrderAccepted,
+    OrderStatus,
+    OrderType,
+    OrderUpdated,
+    Side,
+    StpMode,
+    TimeInForce,
+    TradeExecuted,
+)
+from crossbook.engine.market_data import BookSnapshot, Level, MarketInfo, Ticker
+from crossbook.engine.views import Candle, StoredBalance, StoredOrder, StoredTrade
+
+_STOP_TYPES = (OrderType.STOP_LIMIT, OrderType.STOP_MARKET)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderView:
+    order_id: int
+    user_id: int
+    symbol: str
+    side: Side
+    order_type: OrderType
+    time_in_force: TimeInForce
+    price_ticks: int
+    quantity_lots: int
+    quote_budget_units: int
+    stop_price_ticks: int
+    client_order_id: str | None
+    stp_mode: StpMode
+    post_only: bool
+    expire_at_ms: int | None
+    created_at_ms: int
+    updated_at_ms: int
+    status: OrderStatus
+    filled_lots: int
+    filled_notional_units: int
+    fee_paid_units: int
+    triggered: bool
+    close_reason: CloseReason | None
+
+    @classmethod
+    def from_stored(cls, o: StoredOrder) -> OrderView:
+        return cls(
+            o.order_id, o.user_id, o.symbol, o.side, o.order_type, o.time_in_force,
+            o.price_ticks, o.quantity_lots, o.quote_budget_units, o.stop_price_ticks,
+            o.client_order_id, o.stp_mode, o.post_only, o.expire_at_ms, o.created_at_ms,
+            o.updated_at_ms, o.status, o.filled_lots, o.filled_notional_units,
+            o.fee_paid_units, o.triggered, o.close_reason,
+        )  # fmt: skip
+
+    @classmethod
+    def from_events(cls, accepted: OrderAccepted, update: OrderUpdated | None) -> OrderView:
+        """The order after a command: its acceptance and its last update in that command."""
+        a, u = accepted, update
+        return cls(
+            order_id=a.order_id,
+            user_id=a.user_id,
+            symbol=a.symbol,
+            side=a.side,
+            order_type=a.order_type,
+            time_in_force=a.time_in_force,
+            price_ticks=a.price_ticks if u is None else u.price_ticks,
+            quantity_lots=a.quantity_lots if u is None else u.quantity_lots,
+            quote_budget_units=a.quote_budget_units,
+            stop_price_ticks=a.stop_price_ticks,
+            client_order_id=a.client_order_id,
+            stp_mode=a.stp_mode,
+            post_only=a.post_only,
+            expire_at_ms=a.expire_at_ms,
+            created_at_ms=a.ts_ms,
+            updated_at_ms=a.ts_ms if u is None else u.ts_ms,
+            status=OrderStatus.OPEN if u is None else u.status,
+            filled_lots=0 if u is None else u.filled_lots,
+            filled_notional_units=0 if u is None else u.filled_notional_units,
+            fee_paid_units=0 if u is None else u.fee_paid_units,
+            triggered=a.order_type not in _STOP_TYPES if u is None else u.triggered,
+            close_reason=None if u is None else u.reason,
+        )
+
+
+def placed_order(events: Sequence[Event]) -> tuple[OrderView, list[TradeExecuted]]:
+    """The order a PlaceOrder command created, and its trades, from that command's events."""
+    accepted = next(e for e in events if isinstance(e, OrderAccepted))
+    return order_in(events, accepted), trades_of(events, accepted.order_id)
+
+
+def order_in(events: Sequence[Event], accepted: OrderAccepted) -> OrderView:
+    last: OrderUpdated | None = None
+    for event in events:
+        if isinstance(event, OrderUpdated) and event.order_id == accepted.order_id:
+            last = event
+    return OrderView.from_events(accepted, last)
+
+
+def trades_of(events: Sequence[Event], order_id: int) -> list[TradeExecuted]:
+    return [
+        e
+        for e in events
+        if isinstance(e, TradeExecuted) and (order_id in (e.buyer_order_id, e.seller_order_id))
+    ]
+
+
+# -- JSON shapes -----------------------------------------------------------------------
+
+
+def order_json(spec: MarketSpec, o: OrderView) -> dict[str, Any]:
+    is_stop = o.order_type in _STOP_TYPES
+    by_budget = o.quote_budget_units > 0
+    return {
+        "id": str(o.order_id),
+        "client_order_id": o.client_order_id,
+        "user_id": str(o.user_id),
+        "symbol": o.symbol,
+        "side": o.side.value,
+        "type": o.order_type.value,
+        "time_in_force": o.time_in_force.value,
+        "post_only": o.post_only,
+        "stp_mode": o.stp_mode.value,
+        "price": spec.format_price(o.price_ticks) if o.price_ticks else None,
+        "stop_price": spec.format_price(o.stop_price_ticks) if is_stop else None,
+        "quantity": None if by_budget else spec.format_quantity(o.quantity_lots),
+        "quote_quantity": spec.format_quote(o.quote_budget_units) if by_budget else None,
+        "filled_quantity": spec.format_quantity(o.filled_lots),
+        "filled_quote_quantity": spec.format_quote(o.filled_notional_units),
+        "fee": spec.format_quote(o.fee_paid_units),
+        "fee_asset": spec.quote.code,
+        "status": o.status.value,
+        "close_reason": None if o.close_reason is None else o.close_reason.value,
+        "triggered": o.triggered,
+        "expire_at": None if o.expire_at_ms is None else iso_ms(o.expire_at_ms),
+        "created_at": iso_ms(o.created_at_ms),
+        "updated_at": iso_ms(o.updated_at_ms),
+    }
+
+
+def trade_json(
+    spec: MarketSpec, t: StoredTrade | TradeExecuted, user_id: int | None = None
+) -> dict[str, Any]:
+    """A trade; with `user_id`, also that user's side, liquidity, order and fee."""
+    executed_at_ms = t.executed_at_ms if isinstance(t, StoredTrade) else t.ts_ms
+    out: dict[str, Any] = {
+        "id": str(t.trade_id),
+        "symbol": t.symbol,
+        "price": spec.format_price(t.price_ticks),
+        "quantity": spec.format_quantity(t.quantity_lots),
+        "quote_quantity": spec.format_quote(t.notional_units),
+        "taker_side": t.taker_side.value,
+        "executed_at": iso_ms(executed_at_ms),
+    }
+    if user_id is None:
+        return out
+    is_buyer = t.buyer_user_id == user_id and (
+        t.seller_user_id != user_id or t.taker_side is Side.BUY
+    )
+    side = Side.BUY if is_buyer else Side.SELL
+    maker_side = Side.SELL if t.taker_side is Side.BUY else Side.BUY
+    out.update(
+        {
+            "order_id": str(t.buyer_order_id if is_buyer else t.seller_order_id),
+            "side": side.value,
+            "liquidity": "maker" if side is maker_side else "taker",
+            "fee": spec.format_quote(t.buyer_fee_units if is_buyer else t.seller_fee_units),
+            "buyer_fee": spec.format_quote(t.buyer_fee_units),
+            "seller_fee": spec.format_quote(t.seller_fee_units),
+            "fee_asset": spec.quote.code,
+        }
+    )
+    return out
+
+
+def levels_json(spec: MarketSpec, levels: Sequence[Level]) -> list[dict[str, Any]]:
+    return [
+        {
+            "price": spec.format_price(level.price_ticks),
+            "quantity": spec.format_quantity(level.quantity_lots),
+            "num_orders": level.order_count,
+        }
+        for level in levels
+    ]
+
+
+def book_json(spec: MarketSpec, book: BookSnapshot, now_ms: int) -> dict[str, Any]:
+    spread = (
+        spec.format_price(book.asks[0].price_ticks - book.bids[0].price_ticks)
+        if book.bids and book.asks
+        else None
+    )
+    return {
+        "symbol": book.symbol,
+        "timestamp": iso_ms(now_ms),
+        "sequence": book.market_seq,
+        "bids": levels_json(spec, book.bids),
+        "asks": levels_json(spec, book.asks),
+        "spread": spread,
+    }
+
+
+def ticker_json(spec: MarketSpec, t: Ticker, now_ms: int) -> dict[str, Any]:
+    def price(ticks: int) -> str | None:
+        return spec.format_price(ticks) if ticks else None
+
+    def best(level: Level | None) -> tuple[str | None, str | None]:
+        if level is None:
+            return None, None
+        return spec.format_price(level.price_ticks), spec.format_quantity(level.quantity_lots)
+
+    bid_price, bid_quantity = best(t.best_bid)
+    ask_price, ask_quantity = best(t.best_ask)
+    change = t.last_price_ticks - t.open_ticks if t.open_ticks and t.last_price_ticks else None
+    return {
+        "symbol": t.symbol,
+        "last_price": price(t.last_price_ticks),
+        "open_24h": price(t.open_ticks),
+        "high_24h": price(t.high_ticks),
+        "low_24h": price(t.low_ticks),
+        "price_change_24h": None if change is None else _signed_price(spec, change),
+        "volume_24h": spec.format_quantity(t.volume_lots),
+        "quote_volume_24h": spec.format_quote(t.quote_volume_units),
+        "trade_count_24h": t.trade_count,
+        "best_bid": bid_price,
+        "best_bid_quantity": bid_quantity,
+        "best_ask": ask_price,
+        "best_ask_quantity": ask_quantity,
+        "window_start": iso_ms(t.window_start_ms),
+        "timestamp": iso_ms(now_ms),
+    }
+
+
+def _signed_price(spec: MarketSpec, ticks: int) -> str:
+    text = spec.format_price(abs(ticks))
+    return f"-{text}" if ticks < 0 else text
+
+
+def market_json(info: MarketInfo) -> dict[str, Any]:
+    spec = info.spec
+    rules = spec.rules()
+    return {
+        "symbol": spec.symbol,
+        "base_asset": spec.base.code,
+        "quote_asset": spec.quote.code,
+        "base_decimals": spec.base.decimals,
+        "quote_decimals": spec.quote.decimals,
+        "status": info.status.value,
+        "tick_size": rules["tick_size"],
+        "step_size": rules["lot_size"],
+        "min_quantity": rules["min_quantity"],
+        "max_quantity": rules["max_quantity"],
+        "min_notional": rules["min_notional"],
+        "max_price": rules["max_price"],
+        "maker_fee_rate": rules["maker_fee_rate"],
+        "taker_fee_rate": rules["taker_fee_rate"],
+        "sequence": info.market_seq,
+    }
+
+
+def candle_json(spec: MarketSpec, interval: str, c: Candle) -> dict[str, Any]:
+    return {
+        "open_time": iso_ms(c.open_time_ms),
+        "interval": interval,
+        "open": spec.format_price(c.open_ticks),
+        "high": spec.format_price(c.high_ticks),
+        "low": spec.format_price(c.low_ticks),
+        "close": spec.format_price(c.close_ticks),
+        "volume": spec.format_quantity(c.volume_lots),
+        "quote_volume": spec.format_quote(c.quote_volume_units),
+        "trade_count": c.trade_count,
+    }
+
+
+def balance_json(asset: Asset, b: StoredBalance) -> dict[str, Any]:
+    return {
+        "asset": b.asset,
+        "available": asset.format_amount(b.available),
+        "locked": asset.format_amount(b.locked),
+        "total": asset.format_amount(b.available + b.locked),
+    }

@@ -1,0 +1,436 @@
+"""WebSocket streams at `/ws`: public market channels and private account channels.
+
+Client → server (JSON text):
+    {"op": "subscribe",   "channels": ["orderbook:BTC-USDT", "trades:BTC-USDT", "ticker:BTC-USDT"]}
+    {"op": "unsubscribe", "channels": [...]}
+    {"op": "auth", "token": "<JWT>"}            then the private channels:
+    {"op": "subscribe",   "channels": ["orders", "fills", "balances"]}
+    {"op": "ping"}
+Server → client: `subscribed` / `unsubscribed` / `authenticated` / `pong` / `error`
+acknowledgements, and data messages `{"type", "channel", "data"}`:
+- `orderbook:<SYM>`: first a `snapshot` (aggregated levels, `sequence` = the
+  market's sequence it includes), then one `update` per committed batch that
+  touched the market: `first_sequence`/`last_sequence` and the changed levels with
+  their new absolute quantity ("0" removes the level). The first update after a
+  snapshot has `first_sequence == sequence + 1` and each next one continues the
+  last; a gap means the client missed something and must resubscribe;
+- `trades:<SYM>`: `trades`, the public trades of one batch; `ticker:<SYM>`: a
+  `ticker` on subscribe and after each batch that traded or moved the best prices;
+- `orders`: `order` messages (`event` = accepted with the full order, or updated
+  with its new state); `fills`: the caller's `fill`s with side, liquidity and fee;
+  `balances`: `balance` with the new available/locked of one asset.
+
+Invariants: only committed events are streamed (the hub is the engine's
+publisher: it sees a batch only after its COMMIT, DESIGN rule 4); a snapshot and
+the subscription it starts are taken together without yielding to the event
+loop, so no batch falls between them; each message is rendered once per batch
+and shared by its subscribers; private messages go only to connections
+authenticated as their owner.
+Bounds: each connection queues at most `ws_max_pending_messages` outgoing
+messages; a connection that falls that far behind is closed (1008, "slow
+consumer") rather than allowed to grow memory. At most `ws_max_subscriptions`
+channels and `MAX_INBOUND_CHARS` per client message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import structlog
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from crossbook.api.auth import TokenCodec
+from crossbook.api.errors import ApiCode, ApiError
+from crossbook.api.metrics import ApiMetrics
+from crossbook.api.views import OrderView, levels_json, order_json, ticker_json, trade_json
+from crossbook.domain import (
+    BalanceChanged,
+    DomainError,
+    ErrorCode,
+    Event,
+    MarketSpec,
+    OrderAccepted,
+    OrderUpdated,
+    TradeExecuted,
+)
+from crossbook.engine.market_data import BookDiff, MarketData, MarketDataBatch
+
+router = APIRouter()
+log = structlog.get_logger(__name__)
+
+MAX_INBOUND_CHARS = 4_096
+PUBLIC_KINDS = ("orderbook", "trades", "ticker")
+PRIVATE_CHANNELS = ("orders", "fills", "balances")
+SLOW_CONSUMER_CLOSE = 1008
+
+
+@dataclass(eq=False)
+class Connection:
+    """One client: its subscriptions and its bounded queue of rendered messages."""
+
+    websocket: WebSocket
+    queue: asyncio.Queue[bytes]
+    user_id: int | None = None
+    channels: set[str] = field(default_factory=set)
+    overflowed: bool = False
+    closed: bool = False
+
+    def offer(self, message: bytes) -> bool:
+        if self.overflowed:
+            return False
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            return False
+        return True
+
+
+class StreamHub:
+    """The engine's publisher: applies each committed batch to `MarketData`, then fans out."""
+
+    def __init__(
+        self,
+        market_data: MarketData,
+        metrics: ApiMetrics,
+        *,
+        max_pending_messages: int,
+        max_subscriptions: int,
+        book_depth: int,
+        tokens: TokenCodec,
+        now_ms: Callable[[], int],
+    ) -> None:
+        self.market_data = market_data
+        self.tokens = tokens
+        self.metrics = metrics
+        self.max_pending_messages = max_pending_messages
+        self.max_subscriptions = max_subscriptions
+        self.book_depth = book_depth
+        self._now_ms = now_ms
+        self._by_channel: dict[str, set[Connection]] = {}
+        self._by_user: dict[int, set[Connection]] = {}
+        self._slow: list[Connection] = []
+        self._wake_reaper = asyncio.Event()
+
+    # -- the Publisher port ------------------------------------------------------------
+
+    def publish(self, events: Sequence[Event]) -> None:
+        batch = self.market_data.apply(events)
+        self.metrics.events.inc(len(events))
+        self.metrics.trades.inc(len(batch.trades))
+        self._publish_public(batch)
+        if self._by_user:
+            self._publish_private(batch.events)
+        if self._slow:
+            self._wake_reaper.set()
+
+    def _publish_public(self, batch: MarketDataBatch) -> None:
+        for symbol, diff in batch.book_diffs.items():
+            channel = f"orderbook:{symbol}"
+            if self._by_channel.get(channel):
+                self._send(channel, _message("update", channel, self._diff_json(diff)))
+        trades_by_symbol: dict[str, list[TradeExecuted]] = {}
+        for trade in batch.trades:
+            trades_by_symbol.setdefault(trade.symbol, []).append(trade)
+        for symbol, trades in trades_by_symbol.items():
+            channel = f"trades:{symbol}"
+            if self._by_channel.get(channel):
+                spec = self._spec(symbol)
+                data = [trade_json(spec, t) for t in trades]
+                self._send(channel, _message("trades", channel, data))
+        for symbol in batch.tickers_changed:
+            channel = f"ticker:{symbol}"
+            if self._by_channel.get(channel):
+                self._send(channel, self._ticker_message(symbol))
+
+    def _publish_private(self, events: Sequence[Event]) -> None:
+        for event in events:
+            if isinstance(event, TradeExecuted):
+                self._private_fill(event)
+            elif isinstance(event, OrderAccepted | OrderUpdated):
+                if event.user_id in self._by_user:
+                    self._send_user(event.user_id, "orders", self._order_message(event))
+            elif isinstance(event, BalanceChanged) and event.user_id in self._by_user:
+                self._send_user(event.user_id, "balances", self._balance_message(event))
+
+    def _private_fill(self, trade: TradeExecuted) -> None:
+        spec = self._spec(trade.symbol)
+        for user_id in {trade.buyer_user_id, trade.seller_user_id}:
+            if user_id in self._by_user:
+                message = _message("fill", "fills", trade_json(spec, trade, user_id))
+                self._send_user(user_id, "fills", message)
+
+    # -- rendering ---------------------------------------------------------------------
+
+    def _spec(self, symbol: str) -> MarketSpec:
+        info = self.market_data.market(symbol)
+        assert info is not None, symbol
+        return info.spec
+
+    def _diff_json(self, diff: BookDiff) -> dict[str, Any]:
+        spec = self._spec(diff.symbol)
+        return {
+            "symbol": diff.symbol,
+            "first_sequence": diff.first_market_seq,
+            "last_sequence": diff.last_market_seq,
+            "bids": levels_json(spec, diff.bids),
+            "asks": levels_json(spec, diff.asks),
+        }
+
+    def _ticker_message(self, symbol: str) -> bytes:
+        now = self._now_ms()
+        data = ticker_json(self._spec(symbol), self.market_data.ticker(symbol, now), now)
+        return _message("ticker", f"ticker:{symbol}", data)
+
+    def _order_message(self, event: OrderAccepted | OrderUpdated) -> bytes:
+        spec = self._spec(event.symbol)
+        if isinstance(event, OrderAccepted):
+            data = {"event": "accepted", **order_json(spec, OrderView.from_events(event, None))}
+        else:
+            data = {
+                "event": "updated",
+                "id": str(event.order_id),
+                "symbol": event.symbol,
+                "status": event.status.value,
+                "price": spec.format_price(event.price_ticks) if event.price_ticks else None,
+                "quantity": spec.format_quantity(event.quantity_lots),
+                "filled_quantity": spec.format_quantity(event.filled_lots),
+                "filled_quote_quantity": spec.format_quote(event.filled_notional_units),
+                "fee": spec.format_quote(event.fee_paid_units),
+                "triggered": event.triggered,
+                "close_reason": None if event.reason is None else event.reason.value,
+                "sequence": event.seq,
+            }
+        return _message("order", "orders", data)
+
+    def _balance_message(self, event: BalanceChanged) -> bytes:
+        asset = self.market_data.assets()[event.asset]
+        data = {
+            "asset": event.asset,
+            "available": asset.format_amount(event.available),
+            "locked": asset.format_amount(event.locked),
+            "total": asset.format_amount(event.available + event.locked),
+            "sequence": event.seq,
+        }
+        return _message("balance", "balances", data)
+
+    # -- subscriptions -----------------------------------------------------------------
+
+    def connect(self, websocket: WebSocket) -> Connection:
+        self.metrics.ws_connections.inc()
+        return Connection(websocket, asyncio.Queue(self.max_pending_messages))
+
+    def disconnect(self, connection: Connection) -> None:
+        """Forget the connection (idempotent)."""
+        if connection.closed:
+            return
+        connection.closed = True
+        for channel in list(connection.channels):
+            self._unsubscribe(connection, channel)
+        self.metrics.ws_connections.dec()
+
+    def channels(
+        self, connection: Connection, names: Iterable[object], *, adding: bool
+    ) -> list[str]:
+        """The canonical names of `names`, refusing all of them if one is bad or if
+        `adding` them would exceed the connection's subscription limit."""
+        channels = [self._channel(connection, name) for name in names]
+        fresh = set(channels) - connection.channels
+        if adding and len(connection.channels) + len(fresh) > self.max_subscriptions:
+            raise ApiError(
+                ApiCode.INVALID_REQUEST,
+                f"at most {self.max_subscriptions} channels per connection",
+            )
+        return channels
+
+    def subscribe(self, connection: Connection, channels: list[str]) -> None:
+        """Subscribe to canonical `channels`, queueing each snapshot in the same step."""
+        fresh = [c for c in dict.fromkeys(channels) if c not in connection.channels]
+        assert len(connection.channels) + len(fresh) <= self.max_subscriptions
+        for channel in fresh:
+            connection.channels.add(channel)
+            if channel in PRIVATE_CHANNELS:
+                assert connection.user_id is not None
+                self._by_user.setdefault(connection.user_id, set()).add(connection)
+            else:
+                self._by_channel.setdefault(channel, set()).add(connection)
+                self._queue_snapshot(connection, channel)
+
+    def unsubscribe(self, connection: Connection, channels: list[str]) -> None:
+        for channel in channels:
+            self._unsubscribe(connection, channel)
+
+    def _unsubscribe(self, connection: Connection, channel: str) -> None:
+        if channel not in connection.channels:
+            return
+        connection.channels.discard(channel)
+        if channel in PRIVATE_CHANNELS:
+            if not connection.channels.intersection(PRIVATE_CHANNELS):
+                assert connection.user_id is not None
+                users = self._by_user.get(connection.user_id, set())
+                users.discard(connection)
+                if not users:
+                    self._by_user.pop(connection.user_id, None)
+        else:
+            subscribers = self._by_channel.get(channel, set())
+            subscribers.discard(connection)
+            if not subscribers:
+                self._by_channel.pop(channel, None)
+
+    def _channel(self, connection: Connection, name: object) -> str:
+        """The canonical channel name (`orderbook:BTC/USDT`, `orders`) or a refusal."""
+        if not isinstance(name, str) or len(name) > 64:
+            raise ApiError(ApiCode.INVALID_REQUEST, "a channel is a string such as trades:BTC-USDT")
+        if name in PRIVATE_CHANNELS:
+            if connection.user_id is None:
+                raise ApiError(ApiCode.UNAUTHORIZED, f"authenticate before subscribing to {name}")
+            return name
+        kind, _, symbol_text = name.partition(":")
+        if kind not in PUBLIC_KINDS or not symbol_text:
+            raise ApiError(
+                ApiCode.INVALID_REQUEST,
+                f"unknown channel {name!r}",
+                details={"channels": [*(f"{k}:<symbol>" for k in PUBLIC_KINDS), *PRIVATE_CHANNELS]},
+            )
+        symbol = symbol_text.strip().upper().replace("-", "/").replace("_", "/")
+        if self.market_data.market(symbol) is None:
+            raise DomainError(ErrorCode.MARKET_NOT_FOUND, f"unknown market {symbol_text}")
+        return f"{kind}:{symbol}"
+
+    def _queue_snapshot(self, connection: Connection, channel: str) -> None:
+        kind, _, symbol = channel.partition(":")
+        if kind == "orderbook":
+            spec = self._spec(symbol)
+            book = self.market_data.book(symbol, self.book_depth)
+            data = {
+                "symbol": symbol,
+                "sequence": book.market_seq,
+                "bids": levels_json(spec, book.bids),
+                "asks": levels_json(spec, book.asks),
+            }
+            self.offer(connection, _message("snapshot", channel, data))
+        elif kind == "ticker":
+            self.offer(connection, self._ticker_message(symbol))
+
+    # -- delivery ----------------------------------------------------------------------
+
+    def _send(self, channel: str, message: bytes) -> None:
+        for connection in self._by_channel.get(channel, ()):
+            self.offer(connection, message)
+
+    def _send_user(self, user_id: int, channel: str, message: bytes) -> None:
+        for connection in self._by_user.get(user_id, ()):
+            if channel in connection.channels:
+                self.offer(connection, message)
+
+    def offer(self, connection: Connection, message: bytes) -> None:
+        if not connection.offer(message) and connection not in self._slow:
+            self._slow.append(connection)
+
+    def take_slow(self) -> list[Connection]:
+        slow, self._slow = self._slow, []
+        self._wake_reaper.clear()
+        return slow
+
+    async def reap_slow_consumers(self) -> None:
+        """Close connections that fell behind (runs for the server's lifetime)."""
+        while True:
+            await self._wake_reaper.wait()
+            for connection in self.take_slow():
+                self.disconnect(connection)
+                self.metrics.ws_disconnects.labels("slow_consumer").inc()
+                with contextlib.suppress(Exception):
+                    await connection.websocket.close(SLOW_CONSUMER_CLOSE, "slow consumer")
+
+
+def _message(kind: str, channel: str, data: Any) -> bytes:
+    return orjson.dumps({"type": kind, "channel": channel, "data": data})
+
+
+# -- the endpoint ------------------------------------------------------------------------
+
+
+@router.websocket("/ws")
+async def stream(websocket: WebSocket) -> None:
+    hub: StreamHub = websocket.app.state.hub
+    await websocket.accept()
+    connection = hub.connect(websocket)
+    writer = asyncio.create_task(_write(connection), name="ws-writer")
+    try:
+        await _read(hub, connection)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        hub.disconnect(connection)
+
+
+async def _write(connection: Connection) -> None:
+    while True:
+        message = await connection.queue.get()
+        await connection.websocket.send_text(message.decode())
+
+
+async def _read(hub: StreamHub, connection: Connection) -> None:
+    websocket = connection.websocket
+    while not connection.overflowed:
+        text = await websocket.receive_text()
+        try:
+            _handle(hub, connection, text)
+        except (ApiError, DomainError) as error:
+            reply = {
+                "type": "error",
+                "code": str(error.code),
+                "message": error.message,
+                "details": error.details,
+            }
+            hub.offer(connection, orjson.dumps(reply, default=str))
+
+
+def _handle(hub: StreamHub, connection: Connection, text: str) -> None:
+    """Answer one client message; the reply is queued before any snapshot it causes."""
+    if len(text) > MAX_INBOUND_CHARS:
+        raise ApiError(ApiCode.PAYLOAD_TOO_LARGE, f"messages are at most {MAX_INBOUND_CHARS} chars")
+    try:
+        request = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise ApiError(ApiCode.INVALID_REQUEST, "a message is a JSON object") from None
+    if not isinstance(request, dict):
+        raise ApiError(ApiCode.INVALID_REQUEST, "a message is a JSON object")
+    op = request.get("op")
+    reply: dict[str, Any] = {"id": request["id"]} if "id" in request else {}
+    if op == "ping":
+        hub.offer(connection, orjson.dumps({"type": "pong", **reply}))
+        return
+    if op == "auth":
+        token = request.get("token")
+        if not isinstance(token, str):
+            raise ApiError(ApiCode.UNAUTHORIZED, "auth needs a token")
+        principal = hub.tokens.verify(token)
+        if principal.user_id is None:
+            raise ApiError(ApiCode.FORBIDDEN, "private channels need a trader's token")
+        if connection.user_id not in (None, principal.user_id):
+            raise ApiError(ApiCode.FORBIDDEN, "this connection is authenticated as another user")
+        connection.user_id = principal.user_id
+        ack = {"type": "authenticated", "user_id": str(principal.user_id), **reply}
+        hub.offer(connection, orjson.dumps(ack))
+        return
+    if op in ("subscribe", "unsubscribe"):
+        names = request.get("channels")
+        if not isinstance(names, list) or not names:
+            raise ApiError(ApiCode.INVALID_REQUEST, f"{op} needs a non-empty list of channels")
+        channels = hub.channels(connection, names, adding=op == "subscribe")
+        hub.offer(connection, orjson.dumps({"type": f"{op}d", "channels": channels, **reply}))
+        if op == "subscribe":
+            hub.subscribe(connection, channels)
+        else:
+            hub.unsubscribe(connection, channels)
+        return
+    raise ApiError(ApiCode.INVALID_REQUEST, "op must be subscribe, unsubscribe, auth or ping")

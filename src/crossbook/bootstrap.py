@@ -1,0 +1,224 @@
+"""The composition root of the server: the one place that picks concrete adapters.
+
+    async with open_runtime(settings) as runtime:   # store, engine, projection, hub
+        app = create_app(settings, runtime.metrics)
+        attach(app, runtime)
+
+Start-up order (DESIGN rule 4 holds from the first request):
+1. open the store (migrations applied);
+2. start the engine, which recovers the committed exchange from the store;
+3. read the last 24 h of one-minute candles of its markets (the tickers' window);
+4. build the market-data projection from that committed exchange and point the
+   engine's publisher at the stream hub, which applies every later committed
+   batch. Steps 2-4 see one committed state: the engine is idle until the first
+   `submit`, and nothing can submit before this function hands out the context;
+5. on an empty database, create the default assets and markets; with `demo`,
+   also two funded users (development only).
+Shutdown stops the engine (queued callers get "unavailable") and closes the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from crossbook.adapters.sql import SqlStore
+from crossbook.api.auth import Principal, Role, TokenCodec
+from crossbook.api.context import ApiContext, now_ms
+from crossbook.api.metrics import ApiMetrics
+from crossbook.api.rate_limit import RateLimiter
+from crossbook.api.ws import StreamHub
+from crossbook.config import Settings
+from crossbook.domain import (
+    CreateAsset,
+    CreateMarket,
+    Deposit,
+    Event,
+    ExchangeLimits,
+)
+from crossbook.engine.engine import Engine, EngineLimits
+from crossbook.engine.market_data import DEFAULT_WINDOW_MINUTES, MINUTE_MS, MarketData
+from crossbook.engine.ports import MAX_READ_LIMIT, Publisher
+from crossbook.engine.views import Candle
+
+log = structlog.get_logger(__name__)
+
+# the markets an empty database starts with: (base, decimals), (quote, decimals), rules
+DEFAULT_ASSETS = (("BTC", 8), ("ETH", 8), ("USDT", 6))
+DEFAULT_MARKETS = (
+    ("BTC", "USDT", "0.01", "0.0001", "0.0001", "1000"),
+    ("ETH", "USDT", "0.01", "0.0001", "0.0001", "10000"),
+)
+DEMO_USERS = ("alice", "bob")
+DEMO_FUNDS = (("BTC", 10 * 10**8), ("ETH", 100 * 10**8), ("USDT", 1_000_000 * 10**6))
+
+
+class _Relay:
+    """The engine's publisher until the hub exists (nothing is published before)."""
+
+    def __init__(self) -> None:
+        self.target: Publisher | None = None
+
+    def publish(self, events: Sequence[Event]) -> None:
+        assert self.target is not None, "a batch committed before the hub was attached"
+        self.target.publish(events)
+
+
+@dataclass(slots=True)
+class Runtime:
+    settings: Settings
+    store: SqlStore
+    engine: Engine
+    market_data: MarketData
+    hub: StreamHub
+    metrics: ApiMetrics
+    context: ApiContext
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(
+    settings: Settings, *, demo: bool = False, metrics: ApiMetrics | None = None
+) -> AsyncIterator[Runtime]:
+    metrics = metrics or ApiMetrics()
+    store = await SqlStore.open(settings.database_url)
+    try:
+        relay = _Relay()
+        engine = Engine(
+            store,
+            relay,
+            limits=EngineLimits(
+                queue_capacity=settings.queue_capacity,
+                batch_max_commands=settings.batch_max_commands,
+            ),
+            exchange_limits=ExchangeLimits(
+                max_open_orders_per_user=settings.max_open_orders_per_user,
+                max_fills_per_order=settings.max_fills_per_order,
+            ),
+            on_batch=metrics.on_batch,
+        )
+        await engine.start()
+        candles = await _recent_minute_candles(store, list(engine.exchange.markets), now_ms())
+        market_data = MarketData.from_exchange(engine.exchange, candles)
+        tokens = TokenCodec(settings.jwt_secret_value, settings.jwt_ttl_s)
+        hub = StreamHub(
+            market_data,
+            metrics,
+            max_pending_messages=settings.ws_max_pending_messages,
+            max_subscriptions=settings.ws_max_subscriptions,
+            book_depth=settings.max_book_depth,
+            tokens=tokens,
+            now_ms=now_ms,
+        )
+        relay.target = hub
+        metrics.watch_engine(lambda: engine.queue_depth, lambda: engine.available)
+        context = ApiContext(
+            settings=settings,
+            engine=engine,
+            store=store,
+            market_data=market_data,
+            tokens=tokens,
+            rate_limiter=RateLimiter(settings.order_rate_per_s, settings.order_burst),
+            metrics=metrics,
+        )
+        runtime = Runtime(settings, store, engine, market_data, hub, metrics, context)
+        reaper = asyncio.create_task(hub.reap_slow_consumers(), name="ws-reaper")
+        try:
+            if not market_data.markets():
+                await create_default_markets(runtime)
+            if demo:
+                await create_demo_users(runtime)
+            yield runtime
+        finally:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
+            await engine.stop()
+    finally:
+        await store.close()
+
+
+async def _recent_minute_candles(
+    store: SqlStore, symbols: list[str], now: int
+) -> dict[str, list[Candle]]:
+    """Per market, the one-minute candles of the tickers' window (in pages of the read limit)."""
+    start = (now // MINUTE_MS - DEFAULT_WINDOW_MINUTES) * MINUTE_MS
+    out: dict[str, list[Candle]] = {}
+    for symbol in symbols:
+        candles: list[Candle] = []
+        page_start = start
+        for _ in range(DEFAULT_WINDOW_MINUTES // MAX_READ_LIMIT + 2):  # bounded pages
+            page_end = page_start + MAX_READ_LIMIT * MINUTE_MS - 1
+            candles += await store.candles(
+                symbol, MINUTE_MS, start_ms=page_start, end_ms=page_end, limit=MAX_READ_LIMIT
+            )
+            page_start = page_end + 1
+            if page_start > now:
+                break
+        out[symbol] = candles
+    return out
+
+
+async def create_default_markets(runtime: Runtime) -> None:
+    engine, settings = runtime.engine, runtime.settings
+    known = runtime.market_data.assets()
+    for code, decimals in DEFAULT_ASSETS:
+        if code not in known:
+            await engine.submit(CreateAsset(code, decimals))
+    for base, quote, tick, lot, min_qty, max_qty in DEFAULT_MARKETS:
+        await engine.submit(
+            CreateMarket(
+                base,
+                quote,
+                tick_size=tick,
+                lot_size=lot,
+                min_quantity=min_qty,
+                max_quantity=max_qty,
+                maker_fee_rate=settings.maker_fee_rate,
+                taker_fee_rate=settings.taker_fee_rate,
+            )
+        )
+    log.info("created the default markets", markets=[f"{b}/{q}" for b, q, *_ in DEFAULT_MARKETS])
+
+
+async def create_demo_users(runtime: Runtime) -> None:
+    """Two funded users with printed tokens, if the database has no users (development)."""
+    if runtime.settings.environment != "development":
+        log.warning("--demo users are created only in development")
+        return
+    if await runtime.store.list_users(limit=1):
+        return
+    for name in DEMO_USERS:
+        user = await runtime.store.create_user(name, now_ms())
+        for asset, units in DEMO_FUNDS:
+            if asset in runtime.market_data.assets():
+                await runtime.engine.submit(Deposit(user.user_id, asset, units))
+        token = runtime.context.tokens.issue(Principal(Role.TRADER, user.user_id))
+        log.info("demo user", name=name, user_id=user.user_id, token=token)
+
+
+def configure_logging(settings: Settings) -> None:
+    """Structured logs on stderr: JSON lines (or console lines), with the request id."""
+    level = logging.getLevelNamesMapping()[settings.log_level.upper()]
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer()
+        if settings.log_json
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,103 @@
+"""Settings: one object, read from the environment (`CROSSBOOK_…`) and an optional file.
+
+Precedence, highest first: explicit arguments (the CLI's options), environment
+variables `CROSSBOOK_<FIELD>` (e.g. `CROSSBOOK_DATABASE_URL`), the TOML file named
+by `CROSSBOOK_CONFIG_FILE` (keys are the field names), then the defaults below.
+
+Invariants (checked when the settings are built, a `ValueError` otherwise):
+- outside `environment = "development"` the JWT secret must be set, at least
+  `MIN_JWT_SECRET_CHARS` long, and not the development secret: a production
+  server never runs with a secret anyone can read in this file;
+- every limit is positive.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEVELOPMENT_JWT_SECRET = "crossbook-development-secret-not-for-production"
+MIN_JWT_SECRET_CHARS = 32
+CONFIG_FILE_ENV = "CROSSBOOK_CONFIG_FILE"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CROSSBOOK_", extra="forbid", frozen=True)
+
+    environment: Literal["development", "production"] = "development"
+    database_url: str = "sqlite:///crossbook.db"
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: bool = True
+
+    jwt_secret: SecretStr | None = None
+    jwt_ttl_s: int = Field(24 * 3600, gt=0)
+
+    # engine (DESIGN rule 7: every queue and batch is bounded)
+    batch_max_commands: int = Field(2_000, gt=0)
+    queue_capacity: int = Field(20_000, gt=0)
+    max_open_orders_per_user: int = Field(1_000, gt=0)
+    max_fills_per_order: int = Field(10_000, gt=0)
+
+    # gateway
+    order_rate_per_s: float = Field(50.0, gt=0)  # per user, token bucket refill (not money)
+    order_burst: int = Field(100, gt=0)  # per user, token bucket size
+    max_body_bytes: int = Field(64 * 1024, gt=0)
+    max_book_depth: int = Field(1_000, gt=0)
+    ws_max_pending_messages: int = Field(2_000, gt=0)  # per connection, then disconnected
+    ws_max_subscriptions: int = Field(100, gt=0)  # channels per connection
+
+    # fee rates of the markets created on an empty database (decimal strings)
+    maker_fee_rate: str = "0.0005"
+    taker_fee_rate: str = "0.001"
+
+    @model_validator(mode="after")
+    def _secret_is_safe(self) -> Settings:
+        if self.environment == "development":
+            return self
+        secret = "" if self.jwt_secret is None else self.jwt_secret.get_secret_value()
+        if secret == DEVELOPMENT_JWT_SECRET or len(secret) < MIN_JWT_SECRET_CHARS:
+            raise ValueError(
+                "CROSSBOOK_JWT_SECRET must be set to a secret of at least "
+                f"{MIN_JWT_SECRET_CHARS} characters outside development"
+            )
+        return self
+
+    @property
+    def jwt_secret_value(self) -> str:
+        if self.jwt_secret is None:
+            return DEVELOPMENT_JWT_SECRET  # only reachable in development (validated above)
+        return self.jwt_secret.get_secret_value()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_FILE_ENV)
+        if config_file:
+            path = Path(config_file)
+            if not path.is_file():
+                raise ValueError(f"{CONFIG_FILE_ENV} names a missing file: {path}")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The settings, with `overrides` (None values ignored) above every other source."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,63 @@
+"""`crossbook serve`: the settings, the runtime and the app on uvicorn, in one process.
+
+One worker process by design: the engine is the single writer of trading state
+(DESIGN rule 1), so more HTTP workers would need the engine in its own process
+(the scale-out direction in DESIGN section 5), not copies of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+import uvicorn
+from fastapi import FastAPI
+
+from crossbook.api.app import attach, create_app
+from crossbook.api.metrics import ApiMetrics
+from crossbook.bootstrap import configure_logging, open_runtime
+from crossbook.config import Settings, load_settings
+
+log = structlog.get_logger(__name__)
+WS_MAX_MESSAGE_BYTES = 64 * 1024
+
+
+def build_app(settings: Settings, *, demo: bool = False) -> FastAPI:
+    """The app whose lifespan opens (and closes) the runtime."""
+    metrics = ApiMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_runtime(settings, demo=demo, metrics=metrics) as runtime:
+            attach(app, runtime.context, runtime.hub)
+            log.info(
+                "serving",
+                host=settings.host,
+                port=settings.port,
+                database=runtime.store.db.sqlalchemy_url.render_as_string(hide_password=True),
+                markets=sorted(runtime.market_data.markets()),
+            )
+            yield
+
+    return create_app(settings, metrics, lifespan)
+
+
+def run(
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    database_url: str | None = None,
+    demo: bool = False,
+) -> None:
+    settings = load_settings(host=host, port=port, database_url=database_url)
+    configure_logging(settings)
+    uvicorn.run(
+        build_app(settings, demo=demo),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,  # the gateway logs every request with its request id
+        ws_max_size=WS_MAX_MESSAGE_BYTES,
+        lifespan="on",
+    )
