@@ -1,0 +1,194 @@
+"""A real server for the API tests: uvicorn on a free loopback port, in a thread.
+
+`LiveServer` runs the same app `crossbook serve` runs (`server.build_app`) over
+real TCP, so tests talk HTTP (httpx) and WebSocket (websockets) exactly as a
+client would. `Api` wraps an httpx client with the envelope's conventions;
+`Trader` is a funded user with a token; `fresh_market` creates a market of its
+own for a test, so tests sharing a server never share a book.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from crossbook.api.auth import Principal, Role, TokenCodec
+from crossbook.config import Settings
+from crossbook.server import WS_MAX_MESSAGE_BYTES, build_app
+
+STARTUP_TIMEOUT_S = 30.0
+_asset_numbers = itertools.count(1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class LiveServer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        config = uvicorn.Config(
+            build_app(settings),
+            host="127.0.0.1",
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+            ws_max_size=WS_MAX_MESSAGE_BYTES,
+            lifespan="on",
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="live-server", daemon=True)
+        self.clients: list[httpx.Client] = []  # closed with the server
+        self.admin: Api | None = None
+        self.url = f"http://127.0.0.1:{settings.port}"
+        self.ws_url = f"ws://127.0.0.1:{settings.port}/ws"
+
+    def start(self) -> None:
+        """Start and return once the socket listens (uvicorn's `started`, set after the
+        lifespan's startup); polls that flag, bounded by `STARTUP_TIMEOUT_S`."""
+        self.thread.start()
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        for client in self.clients:
+            client.close()
+        self.server.should_exit = True
+        self.thread.join(STARTUP_TIMEOUT_S)
+
+    @property
+    def app_state(self) -> Any:
+        """The running app's state (its `context` and `hub`), for white-box checks."""
+        return self.server.config.app.state
+
+
+def settings_for(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "port": free_port(),
+        "log_level": "warning",
+        "order_rate_per_s": 1000.0,
+        "order_burst": 1000,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@contextmanager
+def live_server(database_path: Path, **overrides: Any) -> Iterator[LiveServer]:
+    server = LiveServer(settings_for(f"sqlite:///{database_path}", **overrides))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class ApiFailure(AssertionError):
+    pass
+
+
+class Api:
+    """An HTTP client of one server, with an optional bearer token."""
+
+    def __init__(self, server: LiveServer, token: str | None = None) -> None:
+        self.server = server
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=server.url + "/api/v1", headers=headers, timeout=10)
+        server.clients.append(self.http)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return self.http.request(method, path, **kwargs)
+
+    def ok(self, method: str, path: str, status: int = 200, **kwargs: Any) -> Any:
+        """The `data` of a successful response (asserting its status and envelope)."""
+        response = self.request(method, path, **kwargs)
+        body = response.json()
+        if response.status_code != status or body.get("success") is not True:
+            raise ApiFailure(f"{method} {path}: {response.status_code} {body}")
+        assert set(body) == {"success", "data", "meta"}, body
+        assert body["meta"]["request_id"] == response.headers["x-request-id"]
+        return body["data"]
+
+    def fails(self, method: str, path: str, status: int, code: str, **kwargs: Any) -> Any:
+        """The `error` of a refused response (asserting status, code and envelope)."""
+        response = self.request(method, path, **kwargs)
+        body = response.json()
+        assert response.status_code == status, (response.status_code, body)
+        assert body["success"] is False, body
+        assert body["error"]["code"] == code, body
+        assert set(body["error"]) == {"code", "message", "details"}, body
+        assert body["meta"]["request_id"] == response.headers["x-request-id"]
+        return body["error"]
+
+
+def tokens(server: LiveServer) -> TokenCodec:
+    return TokenCodec(server.settings.jwt_secret_value, server.settings.jwt_ttl_s)
+
+
+def admin_api(server: LiveServer) -> Api:
+    """The server's admin client (one per server)."""
+    if server.admin is None:
+        server.admin = Api(server, tokens(server).issue(Principal(Role.ADMIN, None)))
+    return server.admin
+
+
+@dataclass
+class Trader:
+    user_id: int
+    api: Api
+
+
+def new_trader(server: LiveServer, funds: dict[str, str] | None = None) -> Trader:
+    """A new user with a token, funded by admin deposits (`{"USDT": "100000"}`)."""
+    admin = admin_api(server)
+    user = admin.ok("POST", "/admin/users", 201, json={"name": "trader"})
+    user_id = int(user["id"])
+    for asset, amount in (funds or {}).items():
+        admin.ok(
+            "POST",
+            "/admin/deposits",
+            201,
+            json={"user_id": user_id, "asset": asset, "amount": amount},
+        )
+    token = admin.ok("POST", f"/admin/users/{user_id}/tokens", 201, json={})["token"]
+    return Trader(user_id, Api(server, token))
+
+
+def fresh_market(server: LiveServer, **rules: str) -> str:
+    """A new market `T<n>/USDT` (8-decimal base, tick 0.01, step 0.0001) for one test."""
+    code = f"T{next(_asset_numbers)}"
+    body: dict[str, Any] = {
+        "base": code,
+        "quote": "USDT",
+        "base_decimals": 8,
+        "tick_size": "0.01",
+        "step_size": "0.0001",
+        "min_quantity": "0.0001",
+        "max_quantity": "1000",
+    }
+    body.update(rules)
+    market = admin_api(server).ok("POST", "/admin/markets", 201, json=body)
+    return str(market["symbol"])
+
+
+def place(trader: Trader, symbol: str, **fields: Any) -> dict[str, Any]:
+    body = {"symbol": symbol, **fields}
+    data: dict[str, Any] = trader.api.ok("POST", "/orders", 201, json=body)
+    return data
