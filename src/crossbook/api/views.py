@@ -270,10 +270,15 @@ def market_json(info: MarketInfo) -> dict[str, Any]:
         "max_quantity": rules["max_quantity"],
         "min_notional": rules["min_notional"],
         "max_price": rules["max_price"],
-        "maker_fee_rate": rules["maker_fee_rate"],
-        "taker_fee_rate": rules["taker_fee_rate"],
+        "maker_fee_rate": _plain(rules["maker_fee_rate"]),
+        "taker_fee_rate": _plain(rules["taker_fee_rate"]),
         "sequence": info.market_seq,
     }
+
+
+def _plain(decimal_text: str) -> str:
+    """A rate without trailing zeros: "0.000500" -> "0.0005", "0.000000" -> "0"."""
+    return decimal_text.rstrip("0").rstrip(".") if "." in decimal_text else decimal_text
 
 
 def candle_json(spec: MarketSpec, interval: str, c: Candle) -> dict[str, Any]:

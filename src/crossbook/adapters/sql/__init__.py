@@ -1,23 +1,26 @@
 """The SQL store: schema, migrations, the `SqlStore` adapter and its read models.
 
-`SqlStore` implements the engine's `Store` port on SQLite (embedded default) or
-PostgreSQL; `upgrade(url)` migrates a database without the store.
+`SqlStore` implements the engine's `Store` and `ReadStore` ports on SQLite
+(embedded default) or PostgreSQL; `upgrade(url)` migrates a database without the
+store.
 """
 
 from crossbook.adapters.sql.errors import StoreConflictError, StoreError
 from crossbook.adapters.sql.migrate import upgrade
 from crossbook.adapters.sql.queries import DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT
 from crossbook.adapters.sql.store import SqlStore
-from crossbook.engine.views import StoredBalance, StoredOrder, StoredTrade
+from crossbook.engine.views import Candle, StoredBalance, StoredOrder, StoredTrade, StoredUser
 
 __all__ = [
     "DEFAULT_QUERY_LIMIT",
     "MAX_QUERY_LIMIT",
+    "Candle",
     "SqlStore",
     "StoreConflictError",
     "StoreError",
     "StoredBalance",
     "StoredOrder",
     "StoredTrade",
+    "StoredUser",
     "upgrade",
 ]

@@ -1,4 +1,7 @@
-"""The store's read queries as SQLAlchemy Core statements (built here, run by `store`).
+"""The store's queries as SQLAlchemy Core statements (built here, run by `store`).
+
+Almost all are reads; the one write is `insert_next_user` (accounts, outside the
+engine's batches). Every statement runs unchanged on SQLite and PostgreSQL.
 
 Pagination is by keyset on the id (`order_id`, `trade_id`), newest first:
 - `before_id` alone (or nothing): the `limit` newest rows with an id below it;
@@ -11,17 +14,54 @@ A time range is inclusive at both ends: `start_ms <= t <= end_ms`.
 Every list is bounded: `limit` must be between 1 and `MAX_QUERY_LIMIT`
 (`ValueError` otherwise; the gateway validates before it gets here).
 
-Known limit: a user's trades are the union of two index scans (as buyer, as
-seller), each reading up to `limit` rows.
+Candles (`candles`): OHLCV per interval of `interval_ms`, the interval of a
+trade being `executed_at_ms // interval_ms * interval_ms` (integer division,
+which truncates on both databases: equal to the floor since times are never
+negative; the clock starts at 0 and never goes back). Only intervals with
+trades, no gap filling. The time range selects intervals by their open time,
+inclusive (`start_ms <= open_time_ms <= end_ms`), and each candle is whole: all
+the trades of its interval, never cut by the range. The statement returns the
+newest `limit` candles, oldest first. Open and close are the prices of the
+trades with the lowest and highest trade id of the interval (one statement: the
+aggregate joined back to `trades` on those two ids). Volumes are sums that may
+pass 64 bits (the same funds trade many times), and SQLite's `sum()` raises on
+64-bit overflow: each is summed as two halves, `x >> 32` and `x & (2**32 - 1)`,
+which `wide_sum` recombines exactly (PostgreSQL's `sum(bigint)` is NUMERIC).
+
+Users (`insert_next_user`): the next id is `max(user_id) + 1`, from 1 (user 0
+is the fee account, never a user), computed inside the insert; two concurrent
+inserts on PostgreSQL can compute the same id, and then one of them fails on
+the primary key (the store retries it).
+
+Known limits:
+- a user's trades are the union of two index scans (as buyer, as seller), each
+  reading up to `limit` rows;
+- candles are computed from the trades on every call (no rollup table): one
+  call reads every trade of the market in the range (all of them without a
+  range); the split sums are exact up to 2**31 trades per candle.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from sqlalchemy import ColumnElement, Select, and_, select, union_all
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Label,
+    Select,
+    Text,
+    and_,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    union_all,
+)
+from sqlalchemy.sql.dml import ReturningInsert
 from sqlalchemy.sql.elements import KeyedColumnElement
 
 from crossbook.adapters.sql.schema import (
@@ -32,6 +72,7 @@ from crossbook.adapters.sql.schema import (
     markets,
     orders,
     trades,
+    users,
 )
 from crossbook.domain import OrderStatus
 
@@ -40,6 +81,8 @@ AnySelect: TypeAlias = Select[*tuple[Any, ...]]
 MAX_QUERY_LIMIT = 1_000
 DEFAULT_QUERY_LIMIT = 100
 OPEN_STATUSES = (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED)
+MAX_BIGINT = 2**63 - 1
+HALF_BITS = 32  # a wide sum is summed as its high and low 32-bit halves
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +185,120 @@ def trades_of_user(user_id: int, window: Window, symbol: str | None = None) -> A
     return select(both).order_by(window.order(both.c.trade_id)).limit(window.limit)
 
 
+# -- candles --------------------------------------------------------------------------
+
+
+def candles(
+    symbol: str,
+    interval_ms: int,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    limit: int = DEFAULT_QUERY_LIMIT,
+) -> AnySelect:
+    """The newest `limit` candles of `symbol` with open times in the range, oldest first.
+
+    Columns: `open_time_ms`, `open_ticks`, `high_ticks`, `low_ticks`, `close_ticks`,
+    `trade_count`, and the halves of the two volumes (`wide_sum` reads them).
+    """
+    if not 0 < interval_ms <= MAX_BIGINT:
+        raise ValueError("interval_ms must be between 1 and 2**63 - 1")
+    Window(limit)  # validates the bound
+    t = trades.c
+    interval = literal(interval_ms, BigInteger)
+    where = [t.symbol == symbol]
+    if start_ms is not None:  # the first whole interval that opens at or after start_ms
+        first_open_ms = -(-start_ms // interval_ms) * interval_ms
+        where.append(t.executed_at_ms >= min(first_open_ms, MAX_BIGINT))
+    if end_ms is not None:  # the end of the interval that holds end_ms
+        last_ms = end_ms // interval_ms * interval_ms + interval_ms - 1
+        where.append(t.executed_at_ms <= min(last_ms, MAX_BIGINT))
+    per_trade = (
+        select(
+            (t.executed_at_ms // interval * interval).label("open_time_ms"),
+            t.trade_id,
+            t.price_ticks,
+            t.quantity_lots,
+            t.notional_units,
+        )
+        .where(*where)
+        .subquery("per_trade")
+    )
+    p = per_trade.c
+    buckets = (
+        select(
+            p.open_time_ms,
+            func.min(p.trade_id).label("first_trade_id"),
+            func.max(p.trade_id).label("last_trade_id"),
+            func.max(p.price_ticks).label("high_ticks"),
+            func.min(p.price_ticks).label("low_ticks"),
+            *_split_sum(p.quantity_lots, "volume_lots"),
+            *_split_sum(p.notional_units, "quote_volume_units"),
+            func.count().label("trade_count"),
+        )
+        .group_by(p.open_time_ms)
+        .order_by(p.open_time_ms.desc())
+        .limit(limit)
+        .subquery("buckets")
+    )
+    b = buckets.c
+    first, last = trades.alias("first_trade"), trades.alias("last_trade")
+    return (
+        select(
+            b.open_time_ms,
+            first.c.price_ticks.label("open_ticks"),
+            b.high_ticks,
+            b.low_ticks,
+            last.c.price_ticks.label("close_ticks"),
+            b.volume_lots_high,
+            b.volume_lots_low,
+            b.quote_volume_units_high,
+            b.quote_volume_units_low,
+            b.trade_count,
+        )
+        .select_from(
+            buckets.join(first, first.c.trade_id == b.first_trade_id).join(
+                last, last.c.trade_id == b.last_trade_id
+            )
+        )
+        .order_by(b.open_time_ms)
+    )
+
+
+def _split_sum(column: KeyedColumnElement[int], name: str) -> tuple[Label[Any], Label[Any]]:
+    high = func.sum(column.op(">>")(literal_column(str(HALF_BITS))))
+    low = func.sum(column.op("&")(literal_column(str(2**HALF_BITS - 1))))
+    return high.label(f"{name}_high"), low.label(f"{name}_low")
+
+
+def wide_sum(row: Mapping[Any, Any], name: str) -> int:
+    """The exact sum `name` of a `candles` row, from its two halves (any driver type)."""
+    return (int(row[f"{name}_high"]) << HALF_BITS) + int(row[f"{name}_low"])
+
+
+# -- users ------------------------------------------------------------------------------
+
+
+def insert_next_user(name: str | None, created_at_ms: int) -> ReturningInsert[Any]:
+    """Insert a user with id `max(user_id) + 1` (1 for the first), returning its row."""
+    next_id = func.coalesce(func.max(users.c.user_id), 0) + 1
+    values = select(next_id, literal(name, Text), literal(created_at_ms, BigInteger))
+    return (
+        insert(users).from_select(["user_id", "name", "created_at_ms"], values).returning(*users.c)
+    )
+
+
+def user_by_id(user_id: int) -> AnySelect:
+    return select(users).where(users.c.user_id == user_id)
+
+
+def users_after(after_user_id: int, limit: int = DEFAULT_QUERY_LIMIT) -> AnySelect:
+    """Users with an id above `after_user_id`, ascending (keyset pages by id)."""
+    Window(limit)  # validates the bound
+    return (
+        select(users).where(users.c.user_id > after_user_id).order_by(users.c.user_id).limit(limit)
+    )
+
+
 # -- balances and state --------------------------------------------------------------
 
 
@@ -153,6 +310,11 @@ def balances_of_user(user_id: int, limit: int = MAX_QUERY_LIMIT) -> AnySelect:
         .order_by(balances.c.asset)
         .limit(limit)
     )
+
+
+def ping() -> AnySelect:
+    """`SELECT 1`: the database answers."""
+    return select(literal_column("1"))
 
 
 def committed_statements() -> list[AnySelect]:

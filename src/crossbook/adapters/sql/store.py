@@ -15,6 +15,17 @@ which also states the durability of each `synchronous` setting; the default is
 FULL). Reads, `load_state` included, go
 through SQLAlchemy Core engines, separate from the writer.
 
+Besides the `Store` port it is the API's `ReadStore`: orders, trades, balances,
+candles (OHLCV computed from the trades; see `queries`), users and `ping`. Each
+read is one read-only snapshot. The one write outside the engine's batches is
+`create_user`: one short transaction of its own, never through the engine's
+writer (users are accounts, not trading state). On SQLite it takes the write
+lock with `BEGIN IMMEDIATE` and, while the engine writer holds it, waits up to
+`SQLITE_BUSY_TIMEOUT_S` (`engines`); on PostgreSQL two concurrent inserts can
+pick the same next id, and the one that loses on the primary key is retried,
+at most `CREATE_USER_ATTEMPTS` times in all (each lost attempt means another
+user was created meanwhile), then `StoreError`.
+
 Invariants:
 - after `commit(batch)` returns, the whole batch is committed (PostgreSQL:
   WAL flushed; SQLite FULL: WAL fsynced); if it raises, none of it is, and the
@@ -32,7 +43,10 @@ Invariants:
   records are those of open orders only, by order id.
 
 Known limits: `commit` is not reentrant (one batch at a time, by design); the
-writer reconnects only through `load_state()` after a failure, never silently.
+writer reconnects only through `load_state()` after a failure, never silently;
+candles read every trade of the market in their range on each call (no rollup
+table); `ping` waits as long as the driver does to connect (callers bound it),
+and on SQLite it only shows that the file opens (`SELECT 1` reads no page).
 """
 
 from __future__ import annotations
@@ -44,7 +58,8 @@ from functools import partial
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Engine, RowMapping
+from sqlalchemy import Engine, Executable, RowMapping
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crossbook.adapters.sql import queries
@@ -59,10 +74,12 @@ from crossbook.adapters.sql.schema import COUNTER_COLUMNS, RULE_COLUMNS
 from crossbook.adapters.sql.sqlite import SqliteWriter
 from crossbook.domain import MarketStatus, OrderStatus
 from crossbook.engine.batch import CommitBatch
-from crossbook.engine.views import StoredBalance, StoredOrder, StoredTrade
+from crossbook.engine.views import Candle, StoredBalance, StoredOrder, StoredTrade, StoredUser
 
 Rows = Sequence[RowMapping]
 T = TypeVar("T")
+
+CREATE_USER_ATTEMPTS = 20  # `create_user` tries at most this often to win the next id
 
 
 class _Writer(Protocol):
@@ -74,16 +91,26 @@ class _Writer(Protocol):
 
 
 class _Reader(Protocol):
+    """The store's connections besides the engine's writer: reads, and short writes."""
+
     async def fetch(self, statements: Sequence[queries.AnySelect]) -> list[Rows]:
         """Run `statements` in one read-only snapshot; their rows, in order."""
+        ...
+
+    async def write(self, statement: Executable) -> Rows:
+        """Run `statement` in a short write transaction of its own; its RETURNING rows."""
         ...
 
     async def close(self) -> None: ...
 
 
 class _SqliteReader:
-    def __init__(self, engine: Engine) -> None:
+    """Reads in `BEGIN` (deferred) snapshots; writes in `BEGIN IMMEDIATE`, which waits
+    for the write lock (busy timeout) while the engine's writer holds it."""
+
+    def __init__(self, engine: Engine, write_engine: Engine) -> None:
         self._engine = engine
+        self._write_engine = write_engine
 
     async def fetch(self, statements: Sequence[queries.AnySelect]) -> list[Rows]:
         return await asyncio.to_thread(self._fetch, statements)
@@ -92,8 +119,18 @@ class _SqliteReader:
         with self._engine.begin() as connection:
             return [connection.execute(s).mappings().all() for s in statements]
 
+    async def write(self, statement: Executable) -> Rows:
+        return await asyncio.to_thread(self._write, statement)
+
+    def _write(self, statement: Executable) -> Rows:
+        with self._write_engine.begin() as connection:
+            return connection.execute(statement).mappings().all()
+
     async def close(self) -> None:
-        await asyncio.to_thread(self._engine.dispose)
+        try:
+            await asyncio.to_thread(self._write_engine.dispose)
+        finally:
+            await asyncio.to_thread(self._engine.dispose)
 
 
 class _PostgresReader:
@@ -107,6 +144,10 @@ class _PostgresReader:
             )
             async with snapshot.begin():
                 return [(await snapshot.execute(s)).mappings().all() for s in statements]
+
+    async def write(self, statement: Executable) -> Rows:
+        async with self._engine.begin() as connection:  # READ COMMITTED, read-write
+            return (await connection.execute(statement)).mappings().all()
 
     async def close(self) -> None:
         await self._engine.dispose()
@@ -138,7 +179,9 @@ class SqlStore:
         reader: _Reader
         open_writer: Callable[[], Awaitable[_Writer]]
         if db.is_sqlite:
-            reader = _SqliteReader(sqlite_engine(db, begin="DEFERRED"))
+            reader = _SqliteReader(
+                sqlite_engine(db, begin="DEFERRED"), sqlite_engine(db, begin="IMMEDIATE")
+            )
             open_writer = partial(SqliteWriter.connect, db.sqlite_path, db.sqlite_synchronous)
         else:
             reader = _PostgresReader(postgres_engine(db))
@@ -321,6 +364,52 @@ class SqlStore:
             for row in rows
         ]
 
+    async def candles(
+        self,
+        symbol: str,
+        interval_ms: int,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = DEFAULT_QUERY_LIMIT,
+    ) -> list[Candle]:
+        """The newest `limit` candles with trades whose open time is in the range,
+        oldest first (whole intervals; see `queries.candles`)."""
+        rows = await self._fetch(queries.candles(symbol, interval_ms, start_ms, end_ms, limit))
+        return [_candle(row) for row in rows]
+
+    async def ping(self) -> None:
+        """Raise if the database does not answer `SELECT 1`."""
+        await self._fetch(queries.ping())
+
+    # -- users --------------------------------------------------------------------------
+
+    async def create_user(self, name: str | None, created_at_ms: int) -> StoredUser:
+        """Create a user with the next id (from 1), in one short transaction of its own."""
+        statement = queries.insert_next_user(name, created_at_ms)
+        lost: IntegrityError | None = None
+        for _ in range(CREATE_USER_ATTEMPTS):
+            try:
+                (row,) = await self._reader.write(statement)
+            except IntegrityError as exc:  # a concurrent insert took that id first
+                lost = exc
+                continue
+            return _user(row)
+        raise StoreError(
+            f"create_user lost the race for the next user id {CREATE_USER_ATTEMPTS} times"
+        ) from lost
+
+    async def get_user(self, user_id: int) -> StoredUser | None:
+        rows = await self._fetch(queries.user_by_id(user_id))
+        return _user(rows[0]) if rows else None
+
+    async def list_users(
+        self, *, after_user_id: int = 0, limit: int = DEFAULT_QUERY_LIMIT
+    ) -> list[StoredUser]:
+        """Users with an id above `after_user_id`, by id ascending (at most `limit`)."""
+        rows = await self._fetch(queries.users_after(after_user_id, limit))
+        return [_user(row) for row in rows]
+
     async def _fetch(self, statement: queries.AnySelect) -> Rows:
         (rows,) = await self._reader.fetch([statement])
         return rows
@@ -347,6 +436,24 @@ def _check_follows(batch: CommitBatch, committed_seq: int) -> None:
 
 def _rules(row: RowMapping) -> dict[str, str]:
     return {name: row[name] for name in RULE_COLUMNS}
+
+
+def _candle(row: RowMapping) -> Candle:
+    """From a row of `queries.candles` (PostgreSQL's sums and counts are NUMERIC/BIGINT)."""
+    return Candle(
+        open_time_ms=int(row["open_time_ms"]),
+        open_ticks=int(row["open_ticks"]),
+        high_ticks=int(row["high_ticks"]),
+        low_ticks=int(row["low_ticks"]),
+        close_ticks=int(row["close_ticks"]),
+        volume_lots=queries.wide_sum(row, "volume_lots"),
+        quote_volume_units=queries.wide_sum(row, "quote_volume_units"),
+        trade_count=int(row["trade_count"]),
+    )
+
+
+def _user(row: RowMapping) -> StoredUser:
+    return StoredUser(row["user_id"], row["name"], row["created_at_ms"])
 
 
 def _ordered(items: list[T], window: Window) -> list[T]:
