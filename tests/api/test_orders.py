@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from api_support import Api, LiveServer, Trader, admin_api, fresh_market, new_trader, place
 
 SELL_ONE = {"side": "sell", "type": "limit", "quantity": "1", "price": "50000"}
@@ -134,13 +135,22 @@ def test_gtd_post_only_stop_orders_and_stp_are_accepted(server: LiveServer) -> N
         expire_at="2999-01-01T00:00:00Z",
     )["order"]
     assert gtd["expire_at"] == "2999-01-01T00:00:00.000Z"
-    post_only = place(seller, symbol, side="sell", type="limit", quantity="1", price="200",
-                      post_only=True, stp_mode="cancel_both")["order"]  # fmt: skip
+    post_only = place(
+        seller,
+        symbol,
+        side="sell",
+        type="limit",
+        quantity="1",
+        price="200",
+        post_only=True,
+        stp_mode="cancel_both",
+    )["order"]
     assert (post_only["post_only"], post_only["stp_mode"]) == (True, "cancel_both")
     place(seller, symbol, side="sell", type="limit", quantity="1", price="150")
     place(buyer, symbol, side="buy", type="limit", quantity="1", price="150")  # last = 150
-    stop = place(buyer, symbol, side="buy", type="stop_limit", quantity="1", price="210",
-                 stop_price="199")["order"]  # fmt: skip
+    stop = place(
+        buyer, symbol, side="buy", type="stop_limit", quantity="1", price="210", stop_price="199"
+    )["order"]
     assert (stop["status"], stop["triggered"], stop["stop_price"]) == ("open", False, "199.00")
     place(seller, symbol, side="sell", type="limit", quantity="1", price="199")
     # a trade at 199 triggers the stop, which buys the 199 and the 200 asks (limit 210)
@@ -153,8 +163,14 @@ def test_gtd_post_only_stop_orders_and_stp_are_accepted(server: LiveServer) -> N
 def test_post_only_that_would_take_is_refused(server: LiveServer) -> None:
     symbol, _, seller, buyer = market_pair(server)
     place(seller, symbol, **SELL_ONE)
-    body = {"symbol": symbol, "side": "buy", "type": "limit", "quantity": "1",
-            "price": "50000", "post_only": True}  # fmt: skip
+    body = {
+        "symbol": symbol,
+        "side": "buy",
+        "type": "limit",
+        "quantity": "1",
+        "price": "50000",
+        "post_only": True,
+    }
     buyer.api.fails("POST", "/orders", 400, "POST_ONLY_WOULD_TAKE", json=body)
 
 
@@ -228,8 +244,7 @@ def test_unknown_market_is_404_and_garbage_bodies_are_400(server: LiveServer) ->
 def test_min_notional_is_enforced(server: LiveServer) -> None:
     symbol = fresh_market(server, min_notional="10")
     trader = new_trader(server, {"USDT": "1000"})
-    body = {"symbol": symbol, "side": "buy", "type": "limit", "quantity": "0.0001",
-            "price": "100"}  # fmt: skip
+    body = {"symbol": symbol, "side": "buy", "type": "limit", "quantity": "0.0001", "price": "100"}
     trader.api.fails("POST", "/orders", 400, "MIN_NOTIONAL", json=body)
 
 
@@ -260,8 +275,9 @@ def test_nobody_cancels_or_sees_another_users_order(server: LiveServer) -> None:
     order = place(seller, symbol, **SELL_ONE)["order"]
     buyer.api.fails("DELETE", f"/orders/{order['id']}", 404, "ORDER_NOT_FOUND")
     buyer.api.fails("GET", f"/orders/{order['id']}", 404, "ORDER_NOT_FOUND")
-    buyer.api.fails("PATCH", f"/orders/{order['id']}", 404, "ORDER_NOT_FOUND",
-                    json={"price": "50001"})  # fmt: skip
+    buyer.api.fails(
+        "PATCH", f"/orders/{order['id']}", 404, "ORDER_NOT_FOUND", json={"price": "50001"}
+    )
     assert seller.api.ok("GET", f"/orders/{order['id']}")["status"] == "open"
     assert order["id"] not in [o["id"] for o in buyer.api.ok("GET", "/orders")]
 
@@ -306,8 +322,12 @@ def test_amend_refusals(server: LiveServer) -> None:
 def test_list_orders_filters_and_pages(server: LiveServer) -> None:
     symbol, _, seller, _ = market_pair(server)
     other = fresh_market(server)
-    ids = [place(seller, symbol, side="sell", type="limit", quantity="1",
-                 price=str(200 + i))["order"]["id"] for i in range(5)]  # fmt: skip
+    ids = [
+        place(seller, symbol, side="sell", type="limit", quantity="1", price=str(200 + i))["order"][
+            "id"
+        ]
+        for i in range(5)
+    ]
     seller.api.ok("DELETE", f"/orders/{ids[0]}")
     newest_first = [o["id"] for o in seller.api.ok("GET", "/orders")]
     assert newest_first == ids[::-1]
@@ -339,7 +359,7 @@ def test_list_orders_filters_and_pages(server: LiveServer) -> None:
         {"start_time": "yesterday"},
         {"before": "x"},
         {"limit": "many"},
-    ],  # fmt: skip
+    ],
 )
 def test_bad_list_parameters_are_400(server: LiveServer, params: dict[str, Any]) -> None:
     trader = new_trader(server)
