@@ -21,8 +21,11 @@ from typing import Any
 
 import httpx
 import uvicorn
+from fastapi.routing import APIRoute
 
 from crossbook.api.auth import Principal, Role, TokenCodec
+from crossbook.api.app import ROUTERS
+from crossbook.api.schemas import ErrorEnvelope
 from crossbook.config import Settings
 from crossbook.server import WS_MAX_MESSAGE_BYTES, build_app
 
@@ -117,13 +120,15 @@ class Api:
         return self.http.request(method, path, **kwargs)
 
     def ok(self, method: str, path: str, status: int = 200, **kwargs: Any) -> Any:
-        """The `data` of a successful response (asserting its status and envelope)."""
+        """The `data` of a successful response (asserting its status, envelope and that it
+        is exactly what the OpenAPI document declares for the route)."""
         response = self.request(method, path, **kwargs)
         body = response.json()
         if response.status_code != status or body.get("success") is not True:
             raise ApiFailure(f"{method} {path}: {response.status_code} {body}")
         assert set(body) == {"success", "data", "meta"}, body
         assert body["meta"]["request_id"] == response.headers["x-request-id"]
+        documented_model(self.server, method, path, status).model_validate(body)
         return body["data"]
 
     def fails(self, method: str, path: str, status: int, code: str, **kwargs: Any) -> Any:
@@ -135,7 +140,33 @@ class Api:
         assert body["error"]["code"] == code, body
         assert set(body["error"]) == {"code", "message", "details"}, body
         assert body["meta"]["request_id"] == response.headers["x-request-id"]
+        documented_model(self.server, method, path, status).model_validate(body)
         return body["error"]
+
+
+MIDDLEWARE_STATUSES = (404, 405, 413)  # answered before or around routing, for every route
+
+
+def documented_model(server: LiveServer, method: str, path: str, status: int) -> Any:
+    """The response model the OpenAPI document declares for this call's status.
+
+    A status the route does not document fails the test: the document must list
+    every status a route can answer (the gateway-wide 404/405/413 excepted)."""
+    full_path = path.split("?")[0]
+    full_path = full_path if full_path.startswith(("/health", "/ready")) else "/api/v1" + full_path
+    for route in (r for router in ROUTERS for r in router.routes):
+        if not isinstance(route, APIRoute) or method.upper() not in route.methods:
+            continue
+        if route.path_regex.fullmatch(full_path) is None:
+            continue
+        if 200 <= status < 300:
+            assert route.status_code in (None, status), (route.path, status)
+            return route.response_model
+        if status not in MIDDLEWARE_STATUSES:
+            assert status in route.responses, f"{method} {route.path}: {status} is undocumented"
+        return ErrorEnvelope
+    assert status in MIDDLEWARE_STATUSES, f"{method} {full_path} matched no route"
+    return ErrorEnvelope
 
 
 def tokens(server: LiveServer) -> TokenCodec:

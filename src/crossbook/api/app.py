@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,7 +35,7 @@ from crossbook.api.ws import router as ws_router
 from crossbook.config import Settings
 from crossbook.domain import DomainError
 
-API_PREFIX = "/api/v1"
+ROUTERS = (orders.router, market.router, account.router, admin.router, ops.router, ws_router)
 log = structlog.get_logger(__name__)
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -50,10 +51,9 @@ def create_app(
         description="Spot-exchange trade engine: REST v1 and WebSocket streams.",
         lifespan=lifespan,
     )
-    for router in (orders.router, market.router, account.router, admin.router):
-        app.include_router(router, prefix=API_PREFIX)
-    app.include_router(ops.router)
-    app.include_router(ws_router)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(GatewayMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(DomainError, _domain_error)
@@ -61,6 +61,22 @@ def create_app(
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document without the 422 answers it adds to every route: this API
+    answers a malformed request with 400 and the field's code (see `validation_error`)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def attach(app: FastAPI, context: ApiContext, hub: StreamHub) -> None:

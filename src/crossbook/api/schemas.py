@@ -94,31 +94,38 @@ class CreateMarketRequest(_Body):
 # -- documented responses ----------------------------------------------------------
 
 
-class Meta(BaseModel):
+class _Out(BaseModel):
+    """A documented response shape; undocumented fields are an error (tests validate
+    every response they get against these)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Meta(_Out):
     request_id: str
     timestamp: str = Field(examples=["2025-11-23T10:30:45.123Z"])
     pagination: dict[str, Any] | None = None
 
 
-class Envelope(BaseModel, Generic[T]):
+class Envelope(_Out, Generic[T]):
     success: Literal[True]
     data: T
     meta: Meta
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(_Out):
     code: str = Field(examples=["INVALID_QUANTITY"])
     message: str
     details: dict[str, Any]
 
 
-class ErrorEnvelope(BaseModel):
+class ErrorEnvelope(_Out):
     success: Literal[False]
     error: ErrorBody
     meta: Meta
 
 
-class OrderOut(BaseModel):
+class OrderOut(_Out):
     id: str
     client_order_id: str | None
     user_id: str
@@ -144,7 +151,7 @@ class OrderOut(BaseModel):
     updated_at: str
 
 
-class PublicTradeOut(BaseModel):
+class PublicTradeOut(_Out):
     id: str
     symbol: str
     price: str
@@ -164,18 +171,18 @@ class TradeOut(PublicTradeOut):
     fee_asset: str
 
 
-class PlacedOrderOut(BaseModel):
+class PlacedOrderOut(_Out):
     order: OrderOut
     trades: list[TradeOut]
 
 
-class LevelOut(BaseModel):
+class LevelOut(_Out):
     price: str
     quantity: str
     num_orders: int
 
 
-class OrderBookOut(BaseModel):
+class OrderBookOut(_Out):
     symbol: str
     timestamp: str
     sequence: int
@@ -184,7 +191,7 @@ class OrderBookOut(BaseModel):
     spread: str | None
 
 
-class TickerOut(BaseModel):
+class TickerOut(_Out):
     symbol: str
     last_price: str | None
     open_24h: str | None
@@ -202,7 +209,7 @@ class TickerOut(BaseModel):
     timestamp: str
 
 
-class MarketOut(BaseModel):
+class MarketOut(_Out):
     symbol: str
     base_asset: str
     quote_asset: str
@@ -220,7 +227,7 @@ class MarketOut(BaseModel):
     sequence: int
 
 
-class CandleOut(BaseModel):
+class CandleOut(_Out):
     open_time: str
     interval: str
     open: str
@@ -232,32 +239,32 @@ class CandleOut(BaseModel):
     trade_count: int
 
 
-class BalanceOut(BaseModel):
+class BalanceOut(_Out):
     asset: str
     available: str
     locked: str
     total: str
 
 
-class UserOut(BaseModel):
+class UserOut(_Out):
     id: str
     name: str | None
     created_at: str
 
 
-class TokenOut(BaseModel):
+class TokenOut(_Out):
     token: str
     token_type: Literal["Bearer"]
     expires_at: str
 
 
-class TransferOut(BaseModel):
+class TransferOut(_Out):
     user_id: str
     asset: str
     amount: str
     balance: BalanceOut
 
 
-class HealthOut(BaseModel):
+class HealthOut(_Out):
     status: str
     checks: dict[str, str] = {}

@@ -13,6 +13,7 @@ from crossbook.api.context import ApiContext
 from crossbook.api.envelope import success
 from crossbook.api.errors import ApiCode, ApiError
 from crossbook.api.routes.common import (
+    API_PREFIX,
     DEFAULT_PAGE_LIMIT,
     bearer,
     check_limit,
@@ -26,7 +27,7 @@ from crossbook.api.routes.common import (
 from crossbook.api.schemas import BalanceOut, Envelope, PublicTradeOut, TradeOut
 from crossbook.api.views import balance_json, trade_json
 
-router = APIRouter(tags=["account"])
+router = APIRouter(prefix=API_PREFIX, tags=["account"])
 Context = Annotated[ApiContext, Depends(context)]
 
 

@@ -19,6 +19,7 @@ from crossbook.api.context import ApiContext, now_ms
 from crossbook.api.envelope import iso_ms, success
 from crossbook.api.errors import ApiCode, ApiError
 from crossbook.api.routes.common import (
+    API_PREFIX,
     DEFAULT_PAGE_LIMIT,
     admin,
     check_limit,
@@ -54,7 +55,7 @@ from crossbook.domain import (
 )
 from crossbook.engine.views import StoredBalance, StoredUser
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(admin)])
+router = APIRouter(prefix=f"{API_PREFIX}/admin", tags=["admin"], dependencies=[Depends(admin)])
 Context = Annotated[ApiContext, Depends(context)]
 UserIdPath = Annotated[str, Path(description="a user id (0 is the fee account)")]
 

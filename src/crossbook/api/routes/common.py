@@ -17,6 +17,7 @@ from crossbook.domain import Command, DomainError, ErrorCode, Event
 from crossbook.engine.engine import EngineOverloadedError, EngineUnavailableError
 from crossbook.engine.ports import MAX_READ_LIMIT
 
+API_PREFIX = "/api/v1"
 MAX_ID = 2**63 - 1
 DEFAULT_PAGE_LIMIT = 100
 

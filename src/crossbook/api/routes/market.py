@@ -18,6 +18,7 @@ from crossbook.api.context import ApiContext, now_ms
 from crossbook.api.envelope import success
 from crossbook.api.errors import ApiCode, ApiError
 from crossbook.api.routes.common import (
+    API_PREFIX,
     DEFAULT_PAGE_LIMIT,
     check_limit,
     context,
@@ -27,7 +28,7 @@ from crossbook.api.routes.common import (
 from crossbook.api.schemas import CandleOut, Envelope, MarketOut, OrderBookOut, TickerOut
 from crossbook.api.views import book_json, candle_json, market_json, ticker_json
 
-router = APIRouter(tags=["market data"])
+router = APIRouter(prefix=API_PREFIX, tags=["market data"])
 Context = Annotated[ApiContext, Depends(context)]
 
 DEFAULT_BOOK_DEPTH = 20

@@ -17,6 +17,7 @@ from crossbook.api.envelope import success
 from crossbook.api.errors import ApiCode, ApiError
 from crossbook.api.order_entry import amend_command, place_command
 from crossbook.api.routes.common import (
+    API_PREFIX,
     DEFAULT_PAGE_LIMIT,
     check_limit,
     context,
@@ -40,7 +41,7 @@ from crossbook.api.views import OrderView, order_json, placed_order, trade_json,
 from crossbook.domain import CancelOrder, DomainError, ErrorCode, OrderStatus
 from crossbook.engine.views import StoredOrder
 
-router = APIRouter(prefix="/orders", tags=["orders"])
+router = APIRouter(prefix=f"{API_PREFIX}/orders", tags=["orders"])
 
 UserId = Annotated[int, Depends(trader_id)]
 Context = Annotated[ApiContext, Depends(context)]
