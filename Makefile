@@ -20,7 +20,7 @@ export HYPOTHESIS_PROFILE
 
 help:
 	@echo "make test    lint, format check, mypy --strict, then the whole pytest suite"
-	@echo "make serve   run the engine benchmark (for now)"
+	@echo "make serve   run the server on :8080 (SQLite, default markets, demo users)"
 	@echo "make bench   run the engine benchmark"
 	@echo "make lint    ruff check + ruff format --check"
 	@echo "make fmt     ruff format + ruff check --fix"
@@ -49,7 +49,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 serve: $(STAMP)
-	$(BIN)/crossbook bench engine
+	$(BIN)/crossbook serve --demo
 
 bench: $(STAMP)
 	$(BIN)/crossbook bench engine
