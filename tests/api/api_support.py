@@ -23,8 +23,8 @@ import httpx
 import uvicorn
 from fastapi.routing import APIRoute
 
-from crossbook.api.auth import Principal, Role, TokenCodec
 from crossbook.api.app import ROUTERS
+from crossbook.api.auth import Principal, Role, TokenCodec
 from crossbook.api.schemas import ErrorEnvelope
 from crossbook.config import Settings
 from crossbook.server import WS_MAX_MESSAGE_BYTES, build_app
@@ -103,7 +103,7 @@ def live_server(database_path: Path, **overrides: Any) -> Iterator[LiveServer]:
         server.stop()
 
 
-class ApiFailure(AssertionError):
+class UnexpectedResponseError(AssertionError):
     pass
 
 
@@ -125,7 +125,7 @@ class Api:
         response = self.request(method, path, **kwargs)
         body = response.json()
         if response.status_code != status or body.get("success") is not True:
-            raise ApiFailure(f"{method} {path}: {response.status_code} {body}")
+            raise UnexpectedResponseError(f"{method} {path}: {response.status_code} {body}")
         assert set(body) == {"success", "data", "meta"}, body
         assert body["meta"]["request_id"] == response.headers["x-request-id"]
         documented_model(self.server, method, path, status).model_validate(body)
@@ -152,7 +152,7 @@ def documented_model(server: LiveServer, method: str, path: str, status: int) ->
 
     A status the route does not document fails the test: the document must list
     every status a route can answer (the gateway-wide 404/405/413 excepted)."""
-    full_path = path.split("?")[0]
+    full_path = path.split("?", maxsplit=1)[0]
     full_path = full_path if full_path.startswith(("/health", "/ready")) else "/api/v1" + full_path
     for route in (r for router in ROUTERS for r in router.routes):
         if not isinstance(route, APIRoute) or method.upper() not in route.methods:
