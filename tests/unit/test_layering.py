@@ -92,3 +92,39 @@ def test_domain_imports_only_standard_library() -> None:
     assert not violations, "domain/ must import only the standard library:\n" + "\n".join(
         violations
     )
+
+
+# which crossbook packages each layer may import (DESIGN section 2: dependencies point inward)
+LAYER_IMPORTS = {
+    "crossbook.engine": ("crossbook.domain", "crossbook.engine"),
+    "crossbook.adapters": ("crossbook.domain", "crossbook.engine", "crossbook.adapters"),
+    "crossbook.api": (
+        "crossbook.domain",
+        "crossbook.engine",
+        "crossbook.api",
+        "crossbook.config",  # the settings value object
+        "crossbook.__version__",
+    ),
+}
+
+
+def outward_imports(package: str, allowed: tuple[str, ...]) -> list[str]:
+    package_dir = SRC_DIR.joinpath(*package.split("."))
+    assert any(package_dir.rglob("*.py")), f"no Python files under {package_dir}"
+    found: list[str] = []
+    for path in sorted(package_dir.rglob("*.py")):
+        module = module_name(path, SRC_DIR)
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Import | ast.ImportFrom):
+                continue
+            for name in imported_names(node, module, path.name == "__init__.py"):
+                inside = name == "crossbook" or name.startswith("crossbook.")
+                if inside and not any(name == a or name.startswith(a + ".") for a in allowed):
+                    found.append(f"{path.relative_to(SRC_DIR)}:{node.lineno}: imports {name}")
+    return found
+
+
+def test_layers_import_only_inward() -> None:
+    violations = [v for p, a in LAYER_IMPORTS.items() for v in outward_imports(p, a)]
+    assert not violations, "imports that point outward:\n" + "\n".join(violations)
