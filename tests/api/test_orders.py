@@ -364,3 +364,44 @@ def test_list_orders_filters_and_pages(server: LiveServer) -> None:
 def test_bad_list_parameters_are_400(server: LiveServer, params: dict[str, Any]) -> None:
     trader = new_trader(server)
     trader.api.fails("GET", "/orders", 400, "INVALID_REQUEST", params=params)
+
+
+def test_get_and_cancel_by_client_order_id(server: LiveServer) -> None:
+    symbol, _, seller, buyer = market_pair(server)
+    order = place(seller, symbol, **SELL_ONE, client_order_id="abc.1")["order"]
+    assert seller.api.ok("GET", "/orders/client/abc.1")["id"] == order["id"]
+    buyer.api.fails("GET", "/orders/client/abc.1", 404, "ORDER_NOT_FOUND")
+    buyer.api.fails("DELETE", "/orders/client/abc.1", 404, "ORDER_NOT_FOUND")
+    cancelled = seller.api.ok("DELETE", "/orders/client/abc.1")
+    assert (cancelled["id"], cancelled["status"]) == (order["id"], "cancelled")
+    assert seller.api.ok("DELETE", "/orders/client/abc.1") == cancelled  # idempotent
+    seller.api.fails("GET", "/orders/client/nope", 404, "ORDER_NOT_FOUND")
+
+
+def test_pages_walk_both_ways(server: LiveServer) -> None:
+    symbol, _, seller, _ = market_pair(server)
+    ids = [
+        place(seller, symbol, side="sell", type="limit", quantity="1", price="300")["order"]["id"]
+        for _ in range(4)
+    ]
+    older = seller.api.request("GET", "/orders", params={"limit": 2, "before": ids[2]}).json()
+    assert [o["id"] for o in older["data"]] == [ids[1], ids[0]]
+    cursor = older["meta"]["pagination"]["next_after"]
+    newer = seller.api.ok("GET", "/orders", params={"limit": 2, "after": cursor})
+    assert [o["id"] for o in newer] == [ids[3], ids[2]]
+
+
+def test_expire_at_takes_epoch_milliseconds_as_a_number_or_digits(server: LiveServer) -> None:
+    symbol, _, _, buyer = market_pair(server)
+    for expire_at in (32503680000000, "32503680000000"):
+        order = place(
+            buyer,
+            symbol,
+            side="buy",
+            type="limit",
+            quantity="1",
+            price="1",
+            time_in_force="GTD",
+            expire_at=expire_at,
+        )["order"]
+        assert order["expire_at"] == "3000-01-01T00:00:00.000Z"

@@ -73,11 +73,13 @@ def _budget(spec: MarketSpec, text: str) -> int:
 
 
 def expiry_ms(value: str | int) -> int:
-    """A GTD expiry: epoch milliseconds, or ISO 8601 with a time zone."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    """A GTD expiry: epoch milliseconds (a number or digits), or ISO 8601 with a zone."""
+    if isinstance(value, int):  # the request schema is strict: never a bool here
         ms = value
+    elif value.isdigit() and len(value) <= 15:
+        ms = int(value)
     else:
-        parsed = ms_from_iso(str(value))
+        parsed = ms_from_iso(value)
         if parsed is None:
             raise DomainError(
                 ErrorCode.INVALID_EXPIRY,

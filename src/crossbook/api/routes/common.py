@@ -130,12 +130,13 @@ def check_limit(limit: int) -> int:
 
 
 def page_meta(items: list[Any], limit: int, id_of: str) -> dict[str, Any]:
-    """Keyset pagination: pass `next_before` as `before` for the next (older) page."""
-    full = len(items) == limit
+    """Keyset cursors of a newest-first page: `before=next_before` gives the next older
+    page (null when this page was not full), `after=next_after` the next newer one."""
     return {
         "pagination": {
             "limit": limit,
             "count": len(items),
-            "next_before": str(getattr(items[-1], id_of)) if full and items else None,
+            "next_before": str(getattr(items[-1], id_of)) if len(items) == limit else None,
+            "next_after": str(getattr(items[0], id_of)) if items else None,
         }
     }

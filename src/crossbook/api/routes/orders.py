@@ -39,6 +39,7 @@ from crossbook.api.schemas import (
 )
 from crossbook.api.views import OrderView, order_json, placed_order, trade_json, trades_of
 from crossbook.domain import CancelOrder, DomainError, ErrorCode, OrderStatus
+from crossbook.domain.validation import MAX_CLIENT_ORDER_ID_CHARS
 from crossbook.engine.views import StoredOrder
 
 router = APIRouter(prefix=f"{API_PREFIX}/orders", tags=["orders"])
@@ -48,6 +49,7 @@ Context = Annotated[ApiContext, Depends(context)]
 OrderIdPath = Annotated[str, Path(description="the order's id", examples=["1001"])]
 
 ACTIVE_STATUS_ALIAS = "active"  # open + partially_filled
+MAX_CLIENT_ID = MAX_CLIENT_ORDER_ID_CHARS
 
 
 @router.post(
@@ -74,6 +76,40 @@ async def place_order(
         "trades": [trade_json(spec, t, user_id) for t in trades],
     }
     return success(request, data, status=201)
+
+
+@router.get(
+    "/client/{client_order_id}",
+    response_model=Envelope[OrderOut],
+    responses=errors(401, 403, 404),
+    summary="Get the caller's newest order with a client order id",
+)
+async def get_order_by_client_id(
+    request: Request, client_order_id: str, user_id: UserId, ctx: Context
+) -> Response:
+    """Find an order whose placement answer was lost (client ids are reusable once
+    the order closed: this is the newest)."""
+    return success(request, await _client_order_json(ctx, user_id, client_order_id))
+
+
+@router.delete(
+    "/client/{client_order_id}",
+    response_model=Envelope[OrderOut],
+    responses=errors(401, 403, 404, 429, 503),
+    summary="Cancel by client order id (idempotent)",
+)
+async def cancel_order_by_client_id(
+    request: Request, client_order_id: str, user_id: UserId, ctx: Context
+) -> Response:
+    """Cancel the caller's open order with this client id; if none is open, return the
+    newest closed one with it unchanged (200), or 404."""
+    rate_limited(ctx, user_id)
+    try:
+        await submit(ctx, CancelOrder(user_id, client_order_id=client_order_id), "cancel")
+    except DomainError as error:
+        if error.code is not ErrorCode.ORDER_NOT_FOUND:
+            raise
+    return success(request, await _client_order_json(ctx, user_id, client_order_id))
 
 
 @router.delete(
@@ -187,6 +223,19 @@ async def _owned_order(ctx: ApiContext, user_id: int, order_id: int) -> StoredOr
 
 async def _owned_order_json(ctx: ApiContext, user_id: int, order_id: int) -> dict[str, object]:
     stored = await _owned_order(ctx, user_id, order_id)
+    return order_json(ctx.spec(stored.symbol), OrderView.from_stored(stored))
+
+
+async def _client_order_json(
+    ctx: ApiContext, user_id: int, client_order_id: str
+) -> dict[str, object]:
+    stored = await ctx.store.get_order_by_client_id(user_id, client_order_id[:MAX_CLIENT_ID])
+    if stored is None or stored.client_order_id != client_order_id:
+        raise ApiError(
+            ErrorCode.ORDER_NOT_FOUND,
+            "no order with that client order id",
+            details={"client_order_id": client_order_id[:MAX_CLIENT_ID]},
+        )
     return order_json(ctx.spec(stored.symbol), OrderView.from_stored(stored))
 
 
