@@ -405,3 +405,11 @@ def test_expire_at_takes_epoch_milliseconds_as_a_number_or_digits(server: LiveSe
             expire_at=expire_at,
         )["order"]
         assert order["expire_at"] == "3000-01-01T00:00:00.000Z"
+
+
+def test_insufficient_balance_details_are_decimal_strings(server: LiveServer) -> None:
+    symbol, _, _, _ = market_pair(server)
+    poor = new_trader(server, {"USDT": "10"})
+    body = {"symbol": symbol, "side": "buy", "type": "limit", "quantity": "1", "price": "100"}
+    error = poor.api.fails("POST", "/orders", 400, "INSUFFICIENT_BALANCE", json=body)
+    assert error["details"] == {"asset": "USDT", "required": "100.100000", "available": "10.000000"}

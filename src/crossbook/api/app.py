@@ -91,7 +91,25 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 
 async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
-    return failure(request, from_domain(exc))
+    error = from_domain(exc)
+    error.details = _edge_details(request, error.details)
+    return failure(request, error)
+
+
+def _edge_details(request: Request, details: dict[str, object]) -> dict[str, object]:
+    """Details as the API shows values: amounts of a named asset as its decimal strings,
+    ids as strings (the domain speaks integer units, DESIGN rule 5)."""
+    out = dict(details)
+    context: ApiContext | None = getattr(request.app.state, "context", None)
+    asset = context.market_data.assets().get(str(out.get("asset"))) if context else None
+    for key, value in out.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            continue
+        if key.endswith("_id"):
+            out[key] = str(value)
+        elif asset is not None and key in ("required", "available"):
+            out[key] = asset.format_amount(value)
+    return out
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
