@@ -223,3 +223,17 @@ def place(trader: Trader, symbol: str, **fields: Any) -> dict[str, Any]:
     body = {"symbol": symbol, **fields}
     data: dict[str, Any] = trader.api.ok("POST", "/orders", 201, json=body)
     return data
+
+
+def refused(
+    api: Api, method: str, path: str, status: int, code: str, **kwargs: Any
+) -> httpx.Response:
+    """Like `Api.fails`, but returns the whole response (for its headers)."""
+    response = api.request(method, path, **kwargs)
+    body = response.json()
+    assert response.status_code == status, (response.status_code, body)
+    assert body["success"] is False, body
+    assert body["error"]["code"] == code, body
+    assert set(body["error"]) == {"code", "message", "details"}, body
+    assert body["meta"]["request_id"] == response.headers["x-request-id"]
+    return response

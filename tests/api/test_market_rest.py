@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from api_support import Api, LiveServer, Trader, fresh_market, new_trader, place
 
 

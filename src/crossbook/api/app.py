@@ -143,7 +143,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     code = {404: ApiCode.NOT_FOUND, 405: ApiCode.METHOD_NOT_ALLOWED}.get(
         exc.status_code, ApiCode.INVALID_REQUEST
     )
-    return failure(request, ApiError(code, str(exc.detail), status=exc.status_code))
+    error = ApiError(code, str(exc.detail), status=exc.status_code, headers=exc.headers)
+    return failure(request, error)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

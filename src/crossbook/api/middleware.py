@@ -5,7 +5,9 @@ For every HTTP request, in order:
   else a new `req_<hex>`; stored in `scope["state"]["request_id"]`, bound to the
   structured log context and echoed in the `X-Request-ID` response header;
 - a body limit: a declared `Content-Length` above `max_body_bytes` is refused
-  at once with 413, and a streamed body that grows past it is cut off with 413;
+  at once with 413, and a streamed body (chunked, no length) that grows past it
+  is cut off with 413: whatever the app answers to the cut-off body (FastAPI
+  turns the error into 400) is dropped, unless it had already started answering;
 - a latency observation by route template (not raw path: bounded label values)
   and one structured log line per request.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -59,22 +62,37 @@ class GatewayMiddleware:
     async def _http(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         started = time.perf_counter()
         status = 500
+        response_started = False
+        body_cut = False  # the streamed body passed the limit: the answer is 413
         header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                response_started = True
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
+
+        async def send_from_app(message: Message) -> None:
+            if not (body_cut and not response_started):
+                await send_with_id(message)
+
+        def cut() -> None:
+            nonlocal body_cut
+            body_cut = True
 
         try:
             if _declared_length(scope) > self.max_body_bytes:
                 await self._too_large(scope, send_with_id)
             else:
-                await self.app(scope, self._limited(receive), send_with_id)
-        except _BodyTooLargeError:
-            await self._too_large(scope, send_with_id)
+                try:
+                    await self.app(scope, self._limited(receive, cut), send_from_app)
+                except Exception:
+                    if not body_cut or response_started:
+                        raise
+                if body_cut and not response_started:
+                    await self._too_large(scope, send_with_id)
         finally:
             elapsed_s = time.perf_counter() - started
             route = _route_template(scope)
@@ -88,7 +106,7 @@ class GatewayMiddleware:
                 ms=round(elapsed_s * 1000, 3),
             )
 
-    def _limited(self, receive: Receive) -> Receive:
+    def _limited(self, receive: Receive, on_cut: Callable[[], None]) -> Receive:
         seen = 0
 
         async def receive_limited() -> Message:
@@ -97,6 +115,7 @@ class GatewayMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body_bytes:
+                    on_cut()
                     raise _BodyTooLargeError
             return message
 

@@ -94,10 +94,11 @@ async def list_users(
     summary="Issue a trader token for a user",
 )
 async def issue_token(
-    request: Request, user_id: UserIdPath, body: IssueTokenRequest, ctx: Context
+    request: Request, user_id: UserIdPath, ctx: Context, body: IssueTokenRequest | None = None
 ) -> Response:
+    """The body is optional: without one (or without `ttl_s`) the token lives `jwt_ttl_s`."""
     user = await _user(ctx, user_id)
-    ttl_s = body.ttl_s or ctx.tokens.ttl_s
+    ttl_s = (body.ttl_s if body is not None else None) or ctx.tokens.ttl_s
     issued_s = now_ms() // 1000
     token = ctx.tokens.issue(Principal(Role.TRADER, user.user_id), ttl_s=ttl_s, now_s=issued_s)
     data = {"token": token, "token_type": "Bearer", "expires_at": iso_ms((issued_s + ttl_s) * 1000)}
