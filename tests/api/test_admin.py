@@ -419,3 +419,25 @@ def test_a_trader_token_is_forbidden_on_every_admin_route(server: LiveServer) ->
     for method, _, path, body in admin_calls(trader.user_id, symbol):
         trader.api.fails(method, path, 403, "FORBIDDEN", json=body)
     forbidden_calls_changed_nothing(server, trader, symbol)
+
+
+def test_market_spec_errors_name_the_api_field(server: LiveServer) -> None:
+    body = {
+        "base": "ZZQ",
+        "quote": "USDT",
+        "base_decimals": 2,
+        "tick_size": "0.01",
+        "step_size": "0.001",
+        "min_quantity": "1",
+        "max_quantity": "10",
+    }
+    error = admin_api(server).fails("POST", "/admin/markets", 400, "INVALID_MARKET_SPEC", json=body)
+    assert error["details"]["field"] == "step_size"
+    assert "lot_size" not in error["message"]
+
+
+def test_asset_codes_are_case_insensitive_in_transfers(server: LiveServer) -> None:
+    trader = new_trader(server)
+    body = {"user_id": trader.user_id, "asset": "usdt", "amount": "5"}
+    data = admin_api(server).ok("POST", "/admin/deposits", 201, json=body)
+    assert (data["asset"], data["amount"]) == ("USDT", "5.000000")

@@ -3,7 +3,7 @@
 Domain codes (`ErrorCode`) keep their names on the wire; `ApiCode` adds the
 gateway's own (authentication, rate limits, engine availability, malformed
 requests). Every rejection is a 4xx except `ENGINE_UNAVAILABLE` (503, retry
-later) and `INTERNAL_ERROR` (500, a bug).
+later), `NOT_READY` (503, only from `/ready`) and `INTERNAL_ERROR` (500, a bug).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ class ApiCode(enum.StrEnum):
     RATE_LIMITED = "RATE_LIMITED"
     ENGINE_OVERLOADED = "ENGINE_OVERLOADED"
     ENGINE_UNAVAILABLE = "ENGINE_UNAVAILABLE"
+    NOT_READY = "NOT_READY"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
@@ -39,6 +40,7 @@ API_STATUS: Mapping[ApiCode, int] = {
     ApiCode.RATE_LIMITED: 429,
     ApiCode.ENGINE_OVERLOADED: 429,
     ApiCode.ENGINE_UNAVAILABLE: 503,
+    ApiCode.NOT_READY: 503,
     ApiCode.INTERNAL_ERROR: 500,
 }
 

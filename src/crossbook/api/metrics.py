@@ -26,7 +26,10 @@ class ApiMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.orders = Counter(
-            "crossbook_orders", "Order entry requests by result", ["action", "result"], registry=r
+            "crossbook_orders",
+            "Commands submitted through the API (place, cancel, amend, admin) by engine result",
+            ["action", "result"],
+            registry=r,
         )
         self.trades = Counter("crossbook_trades", "Trades committed", registry=r)
         self.events = Counter("crossbook_events", "Events committed", registry=r)

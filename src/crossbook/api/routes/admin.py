@@ -48,6 +48,7 @@ from crossbook.domain import (
     CreateAsset,
     CreateMarket,
     Deposit,
+    DomainError,
     MarketSpec,
     MarketStatus,
     SetMarketStatus,
@@ -149,8 +150,8 @@ async def withdraw(request: Request, body: TransferRequest, ctx: Context) -> Res
 )
 async def create_market(request: Request, body: CreateMarketRequest, ctx: Context) -> Response:
     known = ctx.market_data.assets()
-    base = _asset(known, body.base, body.base_decimals, "base")
-    quote = _asset(known, body.quote, body.quote_decimals, "quote")
+    base = _asset(known, body.base.upper(), body.base_decimals, "base")
+    quote = _asset(known, body.quote.upper(), body.quote_decimals, "quote")
     command = CreateMarket(
         base=base.code,
         quote=quote.code,
@@ -163,7 +164,14 @@ async def create_market(request: Request, body: CreateMarketRequest, ctx: Contex
         maker_fee_rate=body.maker_fee_rate or ctx.settings.maker_fee_rate,
         taker_fee_rate=body.taker_fee_rate or ctx.settings.taker_fee_rate,
     )
-    spec = market_spec(base, quote, command)  # refuses a bad spec before any change
+    try:
+        spec = market_spec(base, quote, command)  # refuses a bad spec before any change
+    except DomainError as error:  # the domain's lot_size is this API's step_size
+        details = dict(error.details)
+        if "field" in details:
+            details["field"] = str(details["field"]).replace("lot_size", "step_size")
+        message = error.message.replace("lot_size", "step_size")
+        raise ApiError(error.code, message, details=details) from None
     if ctx.market_data.market(spec.symbol) is not None:
         raise ApiError("MARKET_EXISTS", f"market {spec.symbol} exists")
     for asset in (base, quote):
@@ -256,7 +264,7 @@ async def _transfer(
     command_type: type[Deposit] | type[Withdraw],
 ) -> Response:
     uid = await _account_id(ctx, str(body.user_id))
-    asset = ctx.market_data.assets().get(body.asset)
+    asset = ctx.market_data.assets().get(body.asset.upper())
     if asset is None:
         raise ApiError(
             "ASSET_NOT_FOUND", f"unknown asset {body.asset}", details={"asset": body.asset}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 import structlog
@@ -19,6 +20,7 @@ from crossbook.api.schemas import Envelope, HealthOut
 router = APIRouter(tags=["operations"])
 Context = Annotated[ApiContext, Depends(context)]
 log = structlog.get_logger(__name__)
+READY_TIMEOUT_S = 2.0  # a database slower than this to answer SELECT 1 is not ready
 
 
 @router.get("/health", response_model=Envelope[HealthOut], summary="The process is alive")
@@ -35,13 +37,13 @@ async def health(request: Request) -> Response:
 async def ready(request: Request, ctx: Context) -> Response:
     checks = {"engine": "ok" if ctx.engine.available else "unavailable"}
     try:
-        await ctx.store.ping()
+        await asyncio.wait_for(ctx.store.ping(), READY_TIMEOUT_S)
         checks["database"] = "ok"
     except Exception as error:  # any failure to answer is "not ready", reported as such
         log.warning("readiness: database check failed", error=str(error))
         checks["database"] = "unavailable"
     if any(value != "ok" for value in checks.values()):
-        raise ApiError(ApiCode.ENGINE_UNAVAILABLE, "not ready", details=checks)
+        raise ApiError(ApiCode.NOT_READY, "not ready", details=checks)
     return success(request, {"status": "ready", "checks": checks})
 
 
