@@ -84,9 +84,7 @@ def deposit(
     as_json: JsonOption = False,
 ) -> None:
     """Credit a user's available balance."""
-    body = {"user_id": user_id, "asset": asset, "amount": amount}
-    data = _call(url, "POST", "/deposits", body)
-    _show(data, as_json, f"{data['asset']} available {data['balance']['available']}")
+    _transfer("/deposits", user_id, asset, amount, url, as_json)
 
 
 def withdraw(
@@ -97,8 +95,13 @@ def withdraw(
     as_json: JsonOption = False,
 ) -> None:
     """Debit a user's available balance."""
-    body = {"user_id": user_id, "asset": asset, "amount": amount}
-    data = _call(url, "POST", "/withdrawals", body)
+    _transfer("/withdrawals", user_id, asset, amount, url, as_json)
+
+
+def _transfer(
+    path: str, user_id: int, asset: str, amount: str, url: str | None, as_json: bool
+) -> None:
+    data = _call(url, "POST", path, {"user_id": user_id, "asset": asset, "amount": amount})
     _show(data, as_json, f"{data['asset']} available {data['balance']['available']}")
 
 

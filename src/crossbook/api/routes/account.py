@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, TypedDict
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.security import HTTPAuthorizationCredentials
@@ -26,6 +26,15 @@ from crossbook.api.routes.common import (
 )
 from crossbook.api.schemas import BalanceOut, Envelope, PublicTradeOut, TradeOut
 from crossbook.api.views import balance_json, trade_json
+
+
+class _TradeWindow(TypedDict):
+    start_ms: int | None
+    end_ms: int | None
+    before_trade_id: int | None
+    after_trade_id: int | None
+    limit: int
+
 
 router = APIRouter(prefix=API_PREFIX, tags=["account"])
 Context = Annotated[ApiContext, Depends(context)]
@@ -68,21 +77,20 @@ async def trades(
     side, liquidity, order id and fee."""
     check_limit(limit)
     spec_symbol = None if symbol is None else ctx.market(symbol).spec.symbol
-    start_ms = parse_time_ms(start_time, "start_time")
-    end_ms = parse_time_ms(end_time, "end_time")
-    before_id = None if before is None else parse_id(before, ApiCode.INVALID_REQUEST, "before")
-    after_id = None if after is None else parse_id(after, ApiCode.INVALID_REQUEST, "after")
+    window: _TradeWindow = {
+        "start_ms": parse_time_ms(start_time, "start_time"),
+        "end_ms": parse_time_ms(end_time, "end_time"),
+        "before_trade_id": (
+            None if before is None else parse_id(before, ApiCode.INVALID_REQUEST, "before")
+        ),
+        "after_trade_id": (
+            None if after is None else parse_id(after, ApiCode.INVALID_REQUEST, "after")
+        ),
+        "limit": limit,
+    }
     if mine:
         user_id = ctx.trader(request)
-        rows = await ctx.store.list_user_trades(
-            user_id,
-            symbol=spec_symbol,
-            start_ms=start_ms,
-            end_ms=end_ms,
-            before_trade_id=before_id,
-            after_trade_id=after_id,
-            limit=limit,
-        )
+        rows = await ctx.store.list_user_trades(user_id, symbol=spec_symbol, **window)
         data = [trade_json(ctx.spec(t.symbol), t, user_id) for t in rows]
     else:
         if spec_symbol is None:
@@ -91,13 +99,6 @@ async def trades(
                 "symbol is required for market trades (or pass mine=true)",
                 details={"field": "symbol"},
             )
-        rows = await ctx.store.list_market_trades(
-            spec_symbol,
-            start_ms=start_ms,
-            end_ms=end_ms,
-            before_trade_id=before_id,
-            after_trade_id=after_id,
-            limit=limit,
-        )
+        rows = await ctx.store.list_market_trades(spec_symbol, **window)
         data = [trade_json(ctx.spec(t.symbol), t) for t in rows]
     return success(request, data, extra_meta=page_meta(rows, limit, "trade_id"))

@@ -103,12 +103,7 @@ async def cancel_order_by_client_id(
 ) -> Response:
     """Cancel the caller's open order with this client id; if none is open, return the
     newest closed one with it unchanged (200), or 404."""
-    rate_limited(ctx, user_id)
-    try:
-        await submit(ctx, CancelOrder(user_id, client_order_id=client_order_id), "cancel")
-    except DomainError as error:
-        if error.code is not ErrorCode.ORDER_NOT_FOUND:
-            raise
+    await _cancel_idempotently(ctx, CancelOrder(user_id, client_order_id=client_order_id))
     return success(request, await _client_order_json(ctx, user_id, client_order_id))
 
 
@@ -124,12 +119,7 @@ async def cancel_order(
     """Cancel one of the caller's orders. Cancelling an order that is already closed
     (cancelled, filled, expired) returns it unchanged with 200."""
     oid = parse_order_id(order_id)
-    rate_limited(ctx, user_id)
-    try:
-        await submit(ctx, CancelOrder(user_id, order_id=oid), "cancel")
-    except DomainError as error:
-        if error.code is not ErrorCode.ORDER_NOT_FOUND:
-            raise
+    await _cancel_idempotently(ctx, CancelOrder(user_id, order_id=oid))
     return success(request, await _owned_order_json(ctx, user_id, oid))
 
 
@@ -210,6 +200,17 @@ async def list_orders(
     )
     data = [order_json(ctx.spec(o.symbol), OrderView.from_stored(o)) for o in orders]
     return success(request, data, extra_meta=page_meta(orders, limit, "order_id"))
+
+
+async def _cancel_idempotently(ctx: ApiContext, command: CancelOrder) -> None:
+    """Cancel if open. An order that is not open (closed, unknown, another user's) is
+    left to the caller's store read, which answers the closed one or 404."""
+    rate_limited(ctx, command.user_id)
+    try:
+        await submit(ctx, command, "cancel")
+    except DomainError as error:
+        if error.code is not ErrorCode.ORDER_NOT_FOUND:
+            raise
 
 
 async def _owned_order(ctx: ApiContext, user_id: int, order_id: int) -> StoredOrder:
