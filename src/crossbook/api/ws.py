@@ -11,9 +11,10 @@ acknowledgements, and data messages `{"type", "channel", "data"}`:
 - `orderbook:<SYM>`: first a `snapshot` (aggregated levels, `sequence` = the
   market's sequence it includes), then one `update` per committed batch that
   touched the market: `first_sequence`/`last_sequence` and the changed levels with
-  their new absolute quantity ("0" removes the level). The first update after a
-  snapshot has `first_sequence == sequence + 1` and each next one continues the
-  last; a gap means the client missed something and must resubscribe;
+  their new absolute quantity (a zero quantity, such as "0.0000", removes the
+  level). The first update after a snapshot has `first_sequence == sequence + 1`
+  and each next one continues the last; a gap means the client missed something
+  and must resubscribe;
 - `trades:<SYM>`: `trades`, the public trades of one batch; `ticker:<SYM>`: a
   `ticker` on subscribe and after each batch that traded or moved the best prices;
 - `orders`: `order` messages (`event` = accepted with the full order, or updated
@@ -27,9 +28,14 @@ loop, so no batch falls between them; each message is rendered once per batch
 and shared by its subscribers; private messages go only to connections
 authenticated as their owner.
 Bounds: each connection queues at most `ws_max_pending_messages` outgoing
-messages; a connection that falls that far behind is closed (1008, "slow
-consumer") rather than allowed to grow memory. At most `ws_max_subscriptions`
-channels and `MAX_INBOUND_CHARS` per client message.
+messages; a connection that falls that far behind is dropped rather than allowed
+to grow memory: the reaper unsubscribes it at once (nothing more is queued or
+answered), and its writer, the only task that sends on its socket, closes it
+(1008, "slow consumer") as soon as the socket takes the close frame. At most
+`ws_max_subscriptions` channels and `MAX_INBOUND_CHARS` per client message, which
+is JSON text (a binary message is refused).
+Known limit: the close frame waits behind what the socket already holds, so a
+client that never reads again is cut only by the server's keepalive timeout.
 """
 
 from __future__ import annotations
@@ -126,8 +132,6 @@ class StreamHub:
         self._publish_public(batch)
         if self._by_user:
             self._publish_private(batch.events)
-        if self._slow:
-            self._wake_reaper.set()
 
     def _publish_public(self, batch: MarketDataBatch) -> None:
         for symbol, diff in batch.book_diffs.items():
@@ -329,8 +333,11 @@ class StreamHub:
                 self.offer(connection, message)
 
     def offer(self, connection: Connection, message: bytes) -> None:
-        if not connection.offer(message) and connection not in self._slow:
+        if connection.overflowed:
+            return
+        if not connection.offer(message):  # it just overflowed: the reaper drops it
             self._slow.append(connection)
+            self._wake_reaper.set()
 
     def take_slow(self) -> list[Connection]:
         slow, self._slow = self._slow, []
@@ -338,14 +345,14 @@ class StreamHub:
         return slow
 
     async def reap_slow_consumers(self) -> None:
-        """Close connections that fell behind (runs for the server's lifetime)."""
+        """Drop connections that fell behind (runs for the server's lifetime). Never
+        waits on a client: each one's writer sends the close (see `_write`)."""
         while True:
             await self._wake_reaper.wait()
             for connection in self.take_slow():
-                self.disconnect(connection)
-                self.metrics.ws_disconnects.labels("slow_consumer").inc()
-                with contextlib.suppress(Exception):
-                    await connection.websocket.close(SLOW_CONSUMER_CLOSE, "slow consumer")
+                if not connection.closed:
+                    self.disconnect(connection)
+                    self.metrics.ws_disconnects.labels("slow_consumer").inc()
 
 
 def _message(kind: str, channel: str, data: Any) -> bytes:
@@ -363,8 +370,6 @@ async def stream(websocket: WebSocket) -> None:
     writer = asyncio.create_task(_write(connection), name="ws-writer")
     try:
         await _read(hub, connection)
-    except WebSocketDisconnect:
-        pass
     finally:
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -373,17 +378,29 @@ async def stream(websocket: WebSocket) -> None:
 
 
 async def _write(connection: Connection) -> None:
-    while True:
-        message = await connection.queue.get()
-        await connection.websocket.send_text(message.decode())
+    """Send the queued messages in order, then, once the connection has overflowed,
+    the slow-consumer close. The only task that sends on the socket, so a close never
+    races a message; ends quietly when the client is gone."""
+    websocket = connection.websocket
+    with contextlib.suppress(WebSocketDisconnect):
+        while not connection.overflowed:
+            message = await connection.queue.get()
+            await websocket.send_text(message.decode())
+        await websocket.close(SLOW_CONSUMER_CLOSE, "slow consumer")
 
 
 async def _read(hub: StreamHub, connection: Connection) -> None:
+    """Answer the client's messages until it disconnects or is closed; a slow
+    consumer's messages are no longer answered (its replies could not be queued)."""
     websocket = connection.websocket
-    while not connection.overflowed:
-        text = await websocket.receive_text()
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if connection.overflowed:
+            continue
         try:
-            _handle(hub, connection, text)
+            _handle(hub, connection, message.get("text"))
         except (ApiError, DomainError) as error:
             reply = {
                 "type": "error",
@@ -394,8 +411,11 @@ async def _read(hub: StreamHub, connection: Connection) -> None:
             hub.offer(connection, orjson.dumps(reply, default=str))
 
 
-def _handle(hub: StreamHub, connection: Connection, text: str) -> None:
-    """Answer one client message; the reply is queued before any snapshot it causes."""
+def _handle(hub: StreamHub, connection: Connection, text: str | None) -> None:
+    """Answer one client message (None: a binary one); the reply is queued before any
+    snapshot it causes."""
+    if text is None:
+        raise ApiError(ApiCode.INVALID_REQUEST, "a message is JSON text, not binary")
     if len(text) > MAX_INBOUND_CHARS:
         raise ApiError(ApiCode.PAYLOAD_TOO_LARGE, f"messages are at most {MAX_INBOUND_CHARS} chars")
     try:
