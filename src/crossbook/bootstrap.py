@@ -33,7 +33,7 @@ from crossbook.api.auth import Principal, Role, TokenCodec
 from crossbook.api.context import ApiContext, now_ms
 from crossbook.api.metrics import ApiMetrics
 from crossbook.api.rate_limit import RateLimiter
-from crossbook.api.ws import StreamHub
+from crossbook.api.ws import SNAPSHOT_MAX_LEVELS, StreamHub
 from crossbook.config import Settings
 from crossbook.domain import (
     CreateAsset,
@@ -111,7 +111,7 @@ async def open_runtime(
             metrics,
             max_pending_messages=settings.ws_max_pending_messages,
             max_subscriptions=settings.ws_max_subscriptions,
-            book_depth=settings.max_book_depth,
+            book_depth=SNAPSHOT_MAX_LEVELS,
             tokens=tokens,
             now_ms=now_ms,
         )

@@ -18,6 +18,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -30,7 +31,20 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from crossbook.api.auth import Principal, Role
+from crossbook.api.auth import Principal, Role, TokenCodec
+from crossbook.api.metrics import ApiMetrics
+from crossbook.api.ws import StreamHub
+from crossbook.api.ws import _handle as handle
+from crossbook.domain import (
+    CreateAsset,
+    CreateMarket,
+    Deposit,
+    Exchange,
+    OrderType,
+    PlaceOrder,
+    Side,
+)
+from crossbook.engine.market_data import MarketData
 
 from api_support import (
     Api,
@@ -637,3 +651,57 @@ def test_a_slow_consumer_that_never_reads_does_not_delay_dropping_another(
         assert_closed_as_slow_consumer(other)
         assert_closed_as_slow_consumer(stalled)
     assert [r.getMessage() for r in server_errors] == []
+
+
+def test_an_error_echoes_the_request_id(server: LiveServer) -> None:
+    with connect(server.ws_url) as ws:
+        ws.send(json.dumps({"op": "subscribe", "channels": ["nope:X"], "id": 7}))
+        reply = json.loads(ws.recv(timeout=RECV_TIMEOUT_S))
+        assert (reply["type"], reply["code"], reply["id"]) == ("error", "INVALID_REQUEST", 7)
+
+
+def test_private_channels_end_when_the_token_expires() -> None:
+    """In-process hub with a fake clock: no waiting for a real token to expire."""
+    exchange = Exchange()
+    setup = [
+        CreateAsset("BTC", 8),
+        CreateAsset("USDT", 6),
+        CreateMarket(
+            "BTC",
+            "USDT",
+            tick_size="0.01",
+            lot_size="0.0001",
+            min_quantity="0.0001",
+            max_quantity="100",
+        ),
+        Deposit(1, "USDT", 10**12),
+    ]
+    for command in setup:
+        exchange.execute(command)
+    clock_ms = [int(time.time()) * 1000]  # the hub's clock, moved by hand below
+    codec = TokenCodec("x" * 32, 60)
+    hub = StreamHub(
+        MarketData.from_exchange(exchange),
+        ApiMetrics(),
+        max_pending_messages=100,
+        max_subscriptions=10,
+        book_depth=10,
+        tokens=codec,
+        now_ms=lambda: clock_ms[0],
+    )
+    connection = hub.connect(websocket=None)  # type: ignore[arg-type]
+    token = codec.issue(Principal(Role.TRADER, 1), ttl_s=60, now_s=clock_ms[0] // 1000)
+    handle(hub, connection, {"op": "auth", "token": token})
+    handle(hub, connection, {"op": "subscribe", "channels": ["orders"]})
+    place_order = PlaceOrder(1, "BTC/USDT", Side.BUY, OrderType.LIMIT, 1, 100)
+    hub.publish(exchange.execute(place_order))
+    received = [json.loads(connection.queue.get_nowait()) for _ in range(3)]
+    assert [m["type"] for m in received] == ["authenticated", "subscribed", "order"]
+    clock_ms[0] += 60_000  # the token's expiry
+    hub.publish(exchange.execute(place_order))
+    expired = json.loads(connection.queue.get_nowait())
+    assert (expired["type"], expired["code"]) == ("error", "UNAUTHORIZED")
+    assert expired["details"]["channels"] == ["orders"]
+    assert connection.user_id is None and not connection.channels
+    hub.publish(exchange.execute(place_order))
+    assert connection.queue.empty()

@@ -31,6 +31,7 @@ class Role(enum.StrEnum):
 class Principal:
     role: Role
     user_id: int | None  # None for an admin token
+    expires_at_s: int | None = None  # set when read from a token
 
 
 class TokenCodec:
@@ -67,7 +68,8 @@ class TokenCodec:
             raise _unauthorized("token has expired") from None
         except jwt.InvalidTokenError as error:
             raise _unauthorized(f"invalid token: {error}") from None
-        return _principal(claims.get("role"), claims.get("sub"))
+        principal = _principal(claims.get("role"), claims.get("sub"))
+        return Principal(principal.role, principal.user_id, int(claims["exp"]))
 
 
 def bearer_token(authorization: str | None) -> str:

@@ -6,6 +6,7 @@ Client → server (JSON text):
     {"op": "auth", "token": "<JWT>"}            then the private channels:
     {"op": "subscribe",   "channels": ["orders", "fills", "balances"]}
     {"op": "ping"}
+A request may carry an `id`, echoed in its acknowledgement or `error`.
 Server → client: `subscribed` / `unsubscribed` / `authenticated` / `pong` / `error`
 acknowledgements, and data messages `{"type", "channel", "data"}`:
 - `orderbook:<SYM>`: first a `snapshot` (aggregated levels, `sequence` = the
@@ -19,7 +20,10 @@ acknowledgements, and data messages `{"type", "channel", "data"}`:
   `ticker` on subscribe and after each batch that traded or moved the best prices;
 - `orders`: `order` messages (`event` = accepted with the full order, or updated
   with its new state); `fills`: the caller's `fill`s with side, liquidity and fee;
-  `balances`: `balance` with the new available/locked of one asset.
+  `balances`: `balance` with the new available/locked of one asset. Private
+  messages carry the event `sequence` (exchange-wide, increasing). When the
+  token expires the private channels end with an UNAUTHORIZED `error`; the
+  client authenticates again and resubscribes.
 
 Invariants: only committed events are streamed (the hub is the engine's
 publisher: it sees a batch only after its COMMIT, DESIGN rule 4); a snapshot and
@@ -34,8 +38,10 @@ answered), and its writer, the only task that sends on its socket, closes it
 (1008, "slow consumer") as soon as the socket takes the close frame. At most
 `ws_max_subscriptions` channels and `MAX_INBOUND_CHARS` per client message, which
 is JSON text (a binary message is refused).
-Known limit: the close frame waits behind what the socket already holds, so a
-client that never reads again is cut only by the server's keepalive timeout.
+Known limits: the close frame waits behind what the socket already holds, so a
+client that never reads again is cut only by the server's keepalive timeout; a
+book snapshot holds at most `SNAPSHOT_MAX_LEVELS` levels per side (diffs cover
+every level), so a client of a deeper book misses the levels beyond it.
 """
 
 from __future__ import annotations
@@ -70,6 +76,7 @@ router = APIRouter()
 log = structlog.get_logger(__name__)
 
 MAX_INBOUND_CHARS = 4_096
+SNAPSHOT_MAX_LEVELS = 100_000  # per side; diffs cover every level, so snapshots nearly do
 PUBLIC_KINDS = ("orderbook", "trades", "ticker")
 PRIVATE_CHANNELS = ("orders", "fills", "balances")
 SLOW_CONSUMER_CLOSE = 1008
@@ -83,6 +90,7 @@ class Connection:
     queue: asyncio.Queue[bytes]
     user_id: int | None = None
     channels: set[str] = field(default_factory=set)
+    auth_expires_at_s: int | None = None  # private channels end when the token does
     overflowed: bool = False
     closed: bool = False
 
@@ -194,7 +202,11 @@ class StreamHub:
     def _order_message(self, event: OrderAccepted | OrderUpdated) -> bytes:
         spec = self._spec(event.symbol)
         if isinstance(event, OrderAccepted):
-            data = {"event": "accepted", **order_json(spec, OrderView.from_events(event, None))}
+            data = {
+                "event": "accepted",
+                **order_json(spec, OrderView.from_events(event, None)),
+                "sequence": event.seq,
+            }
         else:
             data = {
                 "event": "updated",
@@ -328,9 +340,28 @@ class StreamHub:
             self.offer(connection, message)
 
     def _send_user(self, user_id: int, channel: str, message: bytes) -> None:
-        for connection in self._by_user.get(user_id, ()):
-            if channel in connection.channels:
+        now_s = self._now_ms() // 1000
+        for connection in list(self._by_user.get(user_id, ())):
+            expires_s = connection.auth_expires_at_s
+            if expires_s is not None and now_s >= expires_s:
+                self._end_private(connection)
+            elif channel in connection.channels:
                 self.offer(connection, message)
+
+    def _end_private(self, connection: Connection) -> None:
+        """The token expired: drop the private channels and say so (public ones stay)."""
+        ended = [c for c in PRIVATE_CHANNELS if c in connection.channels]
+        for channel in ended:
+            self._unsubscribe(connection, channel)
+        connection.user_id = None
+        connection.auth_expires_at_s = None
+        error = {
+            "type": "error",
+            "code": str(ApiCode.UNAUTHORIZED),
+            "message": "token expired: authenticate again and resubscribe",
+            "details": {"channels": ended},
+        }
+        self.offer(connection, orjson.dumps(error))
 
     def offer(self, connection: Connection, message: bytes) -> None:
         if connection.overflowed:
@@ -399,21 +430,23 @@ async def _read(hub: StreamHub, connection: Connection) -> None:
             return
         if connection.overflowed:
             continue
+        request: dict[str, Any] = {}
         try:
-            _handle(hub, connection, message.get("text"))
+            request = _parse(message.get("text"))
+            _handle(hub, connection, request)
         except (ApiError, DomainError) as error:
             reply = {
                 "type": "error",
                 "code": str(error.code),
                 "message": error.message,
                 "details": error.details,
+                **({"id": request["id"]} if "id" in request else {}),
             }
             hub.offer(connection, orjson.dumps(reply, default=str))
 
 
-def _handle(hub: StreamHub, connection: Connection, text: str | None) -> None:
-    """Answer one client message (None: a binary one); the reply is queued before any
-    snapshot it causes."""
+def _parse(text: str | None) -> dict[str, Any]:
+    """One client message as a JSON object (None: a binary message, refused)."""
     if text is None:
         raise ApiError(ApiCode.INVALID_REQUEST, "a message is JSON text, not binary")
     if len(text) > MAX_INBOUND_CHARS:
@@ -424,6 +457,11 @@ def _handle(hub: StreamHub, connection: Connection, text: str | None) -> None:
         raise ApiError(ApiCode.INVALID_REQUEST, "a message is a JSON object") from None
     if not isinstance(request, dict):
         raise ApiError(ApiCode.INVALID_REQUEST, "a message is a JSON object")
+    return request
+
+
+def _handle(hub: StreamHub, connection: Connection, request: dict[str, Any]) -> None:
+    """Answer one client request; the reply is queued before any snapshot it causes."""
     op = request.get("op")
     reply: dict[str, Any] = {"id": request["id"]} if "id" in request else {}
     if op == "ping":
@@ -439,6 +477,7 @@ def _handle(hub: StreamHub, connection: Connection, text: str | None) -> None:
         if connection.user_id not in (None, principal.user_id):
             raise ApiError(ApiCode.FORBIDDEN, "this connection is authenticated as another user")
         connection.user_id = principal.user_id
+        connection.auth_expires_at_s = principal.expires_at_s
         ack = {"type": "authenticated", "user_id": str(principal.user_id), **reply}
         hub.offer(connection, orjson.dumps(ack))
         return
