@@ -4,6 +4,7 @@ the per-user rate limiter, without a server. The limiter runs on a fake clock.""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -136,16 +137,18 @@ def test_a_missing_config_file_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_
 # -- tokens ------------------------------------------------------------------------------
 
 
-def test_a_trader_token_round_trips() -> None:
+def test_a_trader_token_round_trips_with_its_expiry() -> None:
     codec = TokenCodec(GOOD_SECRET, ttl_s=60)
-    principal = Principal(Role.TRADER, 42)
-    assert codec.verify(codec.issue(principal)) == principal
+    now_s = int(time.time())
+    token = codec.issue(Principal(Role.TRADER, 42), now_s=now_s)
+    assert codec.verify(token) == Principal(Role.TRADER, 42, now_s + 60)
 
 
-def test_an_admin_token_round_trips() -> None:
+def test_an_admin_token_round_trips_with_its_expiry() -> None:
     codec = TokenCodec(GOOD_SECRET, ttl_s=60)
-    principal = Principal(Role.ADMIN, None)
-    assert codec.verify(codec.issue(principal)) == principal
+    now_s = int(time.time())
+    token = codec.issue(Principal(Role.ADMIN, None), now_s=now_s)
+    assert codec.verify(token) == Principal(Role.ADMIN, None, now_s + 60)
 
 
 def unauthorized(error: pytest.ExceptionInfo[ApiError]) -> None:

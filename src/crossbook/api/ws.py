@@ -174,7 +174,8 @@ class StreamHub:
         spec = self._spec(trade.symbol)
         for user_id in {trade.buyer_user_id, trade.seller_user_id}:
             if user_id in self._by_user:
-                message = _message("fill", "fills", trade_json(spec, trade, user_id))
+                data = {**trade_json(spec, trade, user_id), "sequence": trade.seq}
+                message = _message("fill", "fills", data)
                 self._send_user(user_id, "fills", message)
 
     # -- rendering ---------------------------------------------------------------------
@@ -305,6 +306,9 @@ class StreamHub:
         if name in PRIVATE_CHANNELS:
             if connection.user_id is None:
                 raise ApiError(ApiCode.UNAUTHORIZED, f"authenticate before subscribing to {name}")
+            expires_s = connection.auth_expires_at_s
+            if expires_s is not None and self._now_ms() // 1000 >= expires_s:
+                raise ApiError(ApiCode.UNAUTHORIZED, "token expired: authenticate again")
             return name
         kind, _, symbol_text = name.partition(":")
         if kind not in PUBLIC_KINDS or not symbol_text:
