@@ -99,7 +99,7 @@ async def _domain_error(request: Request, exc: Exception) -> Response:
 def _edge_details(request: Request, details: dict[str, object]) -> dict[str, object]:
     """Details as the API shows values: amounts of a named asset as its decimal strings,
     ids as strings (the domain speaks integer units, DESIGN rule 5)."""
-    out = dict(details)
+    out = {key: value for key, value in details.items() if value is not None}
     context: ApiContext | None = getattr(request.app.state, "context", None)
     asset = context.market_data.assets().get(str(out.get("asset"))) if context else None
     for key, value in out.items():

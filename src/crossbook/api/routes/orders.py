@@ -217,7 +217,9 @@ async def _owned_order(ctx: ApiContext, user_id: int, order_id: int) -> StoredOr
     stored = await ctx.store.get_order(user_id, order_id)
     if stored is None:
         raise ApiError(
-            ErrorCode.ORDER_NOT_FOUND, f"order {order_id} not found", details={"id": str(order_id)}
+            ErrorCode.ORDER_NOT_FOUND,
+            f"order {order_id} not found",
+            details={"order_id": str(order_id)},
         )
     return stored
 
