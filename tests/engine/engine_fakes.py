@@ -53,6 +53,7 @@ class MemoryStore:
         self.counters: dict[str, int] | None = None
         self.commits = 0
         self.fail_next_commits = 0
+        self.lose_next_replies = 0  # commit, then raise as if the reply was lost
         self.gate: asyncio.Event | None = None  # when set up, commits wait for it
         self.commit_entered = asyncio.Event()
 
@@ -90,6 +91,9 @@ class MemoryStore:
         self.events.extend(batch.events)
         self.counters = dict(batch.counters)
         self.commits += 1
+        if self.lose_next_replies:
+            self.lose_next_replies -= 1
+            raise ConnectionError("connection lost during COMMIT")
 
     @property
     def committed_seq(self) -> int:

@@ -117,6 +117,36 @@ def test_failed_commit_answers_unavailable_and_recovers_the_committed_state() ->
     run(scenario)
 
 
+def test_a_commit_whose_reply_was_lost_answers_its_callers_and_publishes() -> None:
+    """The connection dies during COMMIT but the batch committed: the store is the truth,
+    so the callers get their outcomes (not "retry", which would place twice) and the
+    events reach subscribers with no gap."""
+
+    async def main() -> None:
+        store = MemoryStore()
+        publisher = RecordingPublisher(store)
+        engine = Engine(store, publisher, FakeClock())
+        await engine.start()
+        try:
+            for command in SETUP:
+                await engine.submit(command)
+            await engine.submit(limit(1, Side.SELL, 5_000_000, 100_000, client_order_id="s1"))
+            store.lose_next_replies = 1
+            events = await engine.submit(
+                limit(2, Side.BUY, 5_000_000, 100_000, client_order_id="b1")
+            )
+            assert any(isinstance(e, TradeExecuted) for e in events)
+            assert len(store.trades) == 1
+            assert engine.recoveries == 2  # it did recover from the store first
+            committed = restore(await store.load_state() or {})
+            assert engine.exchange.state_digest() == committed.state_digest()
+            assert [e.seq for e in publisher.events] == list(range(1, store.committed_seq + 1))
+        finally:
+            await engine.stop()
+
+    asyncio.run(main())
+
+
 def test_engine_restarts_from_the_store_exactly() -> None:
     store = MemoryStore()
     digests: list[str] = []

@@ -6,10 +6,14 @@ time once (`Tick`), executes them in order, and hands every change to the store
 in ONE transaction. Only after that commit does it resolve the callers and
 publish the events. So nothing leaves the engine before it is durable.
 
-Failure: if a commit fails, the batch's callers get `EngineUnavailableError`
-(nothing of theirs happened; retrying with the same client order id is safe),
-the engine stops taking work, throws its in-memory state away and recovers
-from the store, which holds the committed truth, then resumes.
+Failure: if a commit fails, the engine stops taking work, throws its in-memory
+state away and recovers from the store, which holds the committed truth, then
+resumes. Whether the failed batch committed is read from that truth (a commit
+can succeed and only its reply be lost, e.g. the connection dying during
+COMMIT): if the store's sequence does not reach the batch's last event, the
+batch's callers get `EngineUnavailableError` (nothing of theirs happened;
+retrying with the same client order id is safe); if it does, they get their
+outcomes and the events are published, as for any committed batch.
 
 Invariants and limits:
 - only the loop task touches the exchange; `submit` never does;
@@ -181,16 +185,26 @@ class Engine:
         except Exception:
             log.exception("commit failed; recovering from the store", commands=len(batch))
             self._available = False
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(EngineUnavailableError("commit failed; retry"))
             await self._recover()
-            return
+            if commit.events and self._committed_counters["seq"] < commit.events[-1].seq:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(EngineUnavailableError("commit failed; retry"))
+                return
+            # the commit happened and only its reply was lost (or the batch held no
+            # change): the store says so, so the outcomes stand and the events go out
+            log.warning("the failed commit had committed; answering its callers")
         self.last_batch = BatchStats(
             len(batch), len(commit.events), (time.perf_counter() - started) * 1000
         )
         if self._on_batch is not None:
             self._on_batch(self.last_batch)
+        self._answer(batch, outcomes)
+        if commit.events:
+            self._publisher.publish(commit.events)
+
+    @staticmethod
+    def _answer(batch: list[_Pending], outcomes: list[list[Event] | DomainError]) -> None:
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():  # the caller went away
                 continue
@@ -198,8 +212,6 @@ class Engine:
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
-        if commit.events:
-            self._publisher.publish(commit.events)
 
     # -- recovery ---------------------------------------------------------------
 

@@ -39,4 +39,8 @@ def sqlite_engine(db: DatabaseUrl, *, begin: Literal["IMMEDIATE", "DEFERRED"]) -
 
 
 def postgres_engine(db: DatabaseUrl, *, pool_size: int = POSTGRES_READ_POOL_SIZE) -> AsyncEngine:
-    return create_async_engine(db.sqlalchemy_url, pool_size=pool_size, max_overflow=0)
+    # pre-ping: a pooled connection the server dropped (restart, pg_terminate_backend)
+    # is replaced before use instead of failing the read that drew it
+    return create_async_engine(
+        db.sqlalchemy_url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True
+    )
