@@ -13,6 +13,7 @@ Commands:
     crossbook withdraw …     debit a balance         } only writer of money and
     crossbook market …       create / halt / resume  } markets)
     crossbook bench …        benchmarks (print figures; they assert nothing)
+    crossbook loadtest       order entry over HTTP at a target rate (a benchmark too)
 """
 
 import sys
@@ -139,6 +140,91 @@ def bench_durable(
 
     chosen = list(dict.fromkeys(d.value for d in (database or list(Database))))
     durable.run(chosen, commands, runs, seed, window, batch_max, pg_admin_url, as_json)
+
+
+@app.command("loadtest")
+def loadtest(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url", help="A running server (default: http://<host>:<port> of the settings)."
+        ),
+    ] = None,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve", help="Start `crossbook serve` on a free port for the run, rate limit lifted."
+        ),
+    ] = False,
+    database_url: Annotated[
+        str | None,
+        typer.Option("--database-url", help="With --serve (default: a fresh SQLite file)."),
+    ] = None,
+    users: Annotated[int, typer.Option("--users", min=1)] = 50,
+    rate: Annotated[
+        float, typer.Option("--rate", min=0.1, help="Target order-entry requests/s.")
+    ] = 100.0,
+    duration: Annotated[
+        float, typer.Option("--duration", min=0.1, help="Measured seconds.")
+    ] = 60.0,
+    warmup: Annotated[
+        float, typer.Option("--warmup", min=0.0, help="Unmeasured seconds first.")
+    ] = 2.0,
+    symbol: Annotated[
+        str | None,
+        typer.Option("--symbol", help="An existing market (default: a fresh L<hex>/USDT per run)."),
+    ] = None,
+    price: Annotated[
+        str | None, typer.Option("--price", help="Reference price (default: from the market).")
+    ] = None,
+    connections: Annotated[
+        int, typer.Option("--connections", min=1, help="HTTP keep-alive connections.")
+    ] = 32,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Client processes.")] = 1,
+    max_in_flight: Annotated[
+        int,
+        typer.Option("--max-in-flight", min=1, help="Unanswered requests before CLIENT_BEHIND."),
+    ] = 1000,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Per request, seconds.")
+    ] = 10.0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the request mix.")] = 42,
+    profile: Annotated[
+        bool,
+        typer.Option("--profile", help="Also show where the server's time went (/metrics, CPU)."),
+    ] = False,
+    server_log_level: Annotated[
+        str, typer.Option("--server-log-level", help="With --serve: the server's log level.")
+    ] = "warning",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Load-test order entry over HTTP: open-loop at a target rate, then figures and integrity.
+
+    A benchmark, not a test: exit code 0 whatever the figures, 1 if the integrity
+    check failed, 2 if the run could not happen.
+    """
+    from crossbook.bench import loadtest as lt  # noqa: PLC0415 - lazy: only this command needs it
+
+    options = lt.LoadtestOptions(
+        url=url,
+        serve=serve,
+        database_url=database_url,
+        users=users,
+        rate_per_s=rate,
+        duration_s=duration,
+        warmup_s=warmup,
+        symbol=symbol,
+        price=price,
+        connections=connections,
+        workers=workers,
+        max_in_flight=max_in_flight,
+        timeout_s=timeout,
+        seed=seed,
+        profile=profile,
+        server_log_level=server_log_level,
+        as_json=as_json,
+    )
+    raise typer.Exit(lt.run(options))
 
 
 @app.command("serve")

@@ -7,6 +7,7 @@ One worker process by design: the engine is the single writer of trading state
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -31,6 +32,9 @@ def build_app(settings: Settings, *, demo: bool = False) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_runtime(settings, demo=demo, metrics=metrics) as runtime:
             attach(app, runtime.context, runtime.hub)
+            # start-up objects (the restored exchange, modules) are long-lived: keep them
+            # out of the collector's full passes, which otherwise pause the loop ~100 ms
+            gc.freeze()
             log.info(
                 "serving",
                 host=settings.host,
