@@ -37,6 +37,7 @@ from crossbook.domain import DomainError
 
 ROUTERS = (orders.router, market.router, account.router, admin.router, ops.router, ws_router)
 log = structlog.get_logger(__name__)
+DECIMAL_FIELDS = frozenset({"price", "stop_price", "quantity", "quote_quantity", "amount"})
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -125,12 +126,8 @@ def validation_error(problems: Any) -> ApiError:
     name = location[-1] if location else "body"
     code = FIELD_CODES[field] if field else ApiCode.INVALID_REQUEST
     message = first.get("msg", "invalid request")
-    if field is not None and first.get("type", "").startswith("string_type"):
-        message = (
-            f"{field} must be a decimal string"
-            if "price" in field or "quantity" in field or field == "amount"
-            else message
-        )
+    if field in DECIMAL_FIELDS and first.get("type", "").startswith("string_type"):
+        message = f"{field} must be a decimal string"
     return ApiError(
         code,
         f"{name}: {message}",

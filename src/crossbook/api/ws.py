@@ -57,6 +57,7 @@ import structlog
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from crossbook.api.auth import TokenCodec
+from crossbook.api.context import normalize_symbol
 from crossbook.api.errors import ApiCode, ApiError
 from crossbook.api.metrics import ApiMetrics
 from crossbook.api.views import OrderView, levels_json, order_json, ticker_json, trade_json
@@ -317,7 +318,7 @@ class StreamHub:
                 f"unknown channel {name!r}",
                 details={"channels": [*(f"{k}:<symbol>" for k in PUBLIC_KINDS), *PRIVATE_CHANNELS]},
             )
-        symbol = symbol_text.strip().upper().replace("-", "/").replace("_", "/")
+        symbol = normalize_symbol(symbol_text)
         if self.market_data.market(symbol) is None:
             raise DomainError(ErrorCode.MARKET_NOT_FOUND, f"unknown market {symbol_text}")
         return f"{kind}:{symbol}"

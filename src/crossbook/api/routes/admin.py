@@ -49,6 +49,7 @@ from crossbook.domain import (
     CreateMarket,
     Deposit,
     DomainError,
+    ErrorCode,
     MarketSpec,
     MarketStatus,
     SetMarketStatus,
@@ -173,7 +174,7 @@ async def create_market(request: Request, body: CreateMarketRequest, ctx: Contex
         message = error.message.replace("lot_size", "step_size")
         raise ApiError(error.code, message, details=details) from None
     if ctx.market_data.market(spec.symbol) is not None:
-        raise ApiError("MARKET_EXISTS", f"market {spec.symbol} exists")
+        raise ApiError(ErrorCode.MARKET_EXISTS, f"market {spec.symbol} exists")
     for asset in (base, quote):
         if asset.code not in known:
             await submit(ctx, CreateAsset(asset.code, asset.decimals), "admin")
@@ -228,14 +229,14 @@ def _asset(known: Any, code: str, decimals: int | None, field: str) -> Asset:
         asset: Asset = known[code]
         if decimals is not None and decimals != asset.decimals:
             raise ApiError(
-                "INVALID_ASSET",
+                ErrorCode.INVALID_ASSET,
                 f"{code} exists with {asset.decimals} decimals",
                 details={"field": f"{field}_decimals", "provided": decimals},
             )
         return asset
     if decimals is None:
         raise ApiError(
-            "INVALID_ASSET",
+            ErrorCode.INVALID_ASSET,
             f"{code} is a new asset: {field}_decimals is required",
             details={"field": f"{field}_decimals"},
         )
@@ -267,12 +268,12 @@ async def _transfer(
     asset = ctx.market_data.assets().get(body.asset.upper())
     if asset is None:
         raise ApiError(
-            "ASSET_NOT_FOUND", f"unknown asset {body.asset}", details={"asset": body.asset}
+            ErrorCode.ASSET_NOT_FOUND, f"unknown asset {body.asset}", details={"asset": body.asset}
         )
     units = asset.parse_amount(body.amount)
     if units <= 0:
         raise ApiError(
-            "INVALID_AMOUNT",
+            ErrorCode.INVALID_AMOUNT,
             "amount must be greater than 0",
             details={"field": "amount", "provided": body.amount},
         )
