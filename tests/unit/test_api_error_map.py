@@ -12,7 +12,12 @@ def test_every_domain_code_is_mapped_to_a_4xx() -> None:
 def test_every_gateway_code_is_mapped_and_only_engine_and_bugs_are_5xx() -> None:
     assert set(API_STATUS) == set(ApiCode)
     server_side = {code for code, status in API_STATUS.items() if status >= 500}
-    assert server_side == {ApiCode.ENGINE_UNAVAILABLE, ApiCode.NOT_READY, ApiCode.INTERNAL_ERROR}
+    assert server_side == {
+        ApiCode.ENGINE_UNAVAILABLE,
+        ApiCode.WALLET_UNAVAILABLE,
+        ApiCode.NOT_READY,
+        ApiCode.INTERNAL_ERROR,
+    }
 
 
 def test_codes_do_not_collide_and_field_codes_are_domain_codes() -> None:

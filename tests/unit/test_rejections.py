@@ -161,6 +161,7 @@ def test_every_error_code_is_exercised() -> None:
         ErrorCode.STOP_WOULD_TRIGGER,
         ErrorCode.ORDER_NOT_AMENDABLE,
         ErrorCode.MARKET_HALTED,
+        ErrorCode.FUNDS_HELD_BY_WALLET,  # remote-wallet mode: test_wallet_funding.py
     }
     assert {code for _, code, _ in CASES} | stateful == set(ErrorCode)
 

@@ -2,8 +2,9 @@
 
 Domain codes (`ErrorCode`) keep their names on the wire; `ApiCode` adds the
 gateway's own (authentication, rate limits, engine availability, malformed
-requests). Every rejection is a 4xx except `ENGINE_UNAVAILABLE` (503, retry
-later), `NOT_READY` (503, only from `/ready`) and `INTERNAL_ERROR` (500, a bug).
+requests). Every rejection is a 4xx except `ENGINE_UNAVAILABLE` and
+`WALLET_UNAVAILABLE` (503, retry later), `NOT_READY` (503, only from `/ready`)
+and `INTERNAL_ERROR` (500, a bug).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ class ApiCode(enum.StrEnum):
     RATE_LIMITED = "RATE_LIMITED"
     ENGINE_OVERLOADED = "ENGINE_OVERLOADED"
     ENGINE_UNAVAILABLE = "ENGINE_UNAVAILABLE"
+    WALLET_UNAVAILABLE = "WALLET_UNAVAILABLE"
+    SETTLEMENT_NOT_FOUND = "SETTLEMENT_NOT_FOUND"
+    SETTLEMENT_NOT_FAILED = "SETTLEMENT_NOT_FAILED"
     NOT_READY = "NOT_READY"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
@@ -40,6 +44,9 @@ API_STATUS: Mapping[ApiCode, int] = {
     ApiCode.RATE_LIMITED: 429,
     ApiCode.ENGINE_OVERLOADED: 429,
     ApiCode.ENGINE_UNAVAILABLE: 503,
+    ApiCode.WALLET_UNAVAILABLE: 503,
+    ApiCode.SETTLEMENT_NOT_FOUND: 404,
+    ApiCode.SETTLEMENT_NOT_FAILED: 409,
     ApiCode.NOT_READY: 503,
     ApiCode.INTERNAL_ERROR: 500,
 }
@@ -67,6 +74,7 @@ DOMAIN_STATUS: Mapping[ErrorCode, int] = {
     ErrorCode.POST_ONLY_WOULD_TAKE: 400,
     ErrorCode.STOP_WOULD_TRIGGER: 400,
     ErrorCode.TOO_MANY_OPEN_ORDERS: 400,
+    ErrorCode.FUNDS_HELD_BY_WALLET: 409,
 }
 
 # a request field that fails the schema is reported with the code of what it carries

@@ -11,9 +11,11 @@ from crossbook.domain.commands import (
     CreateAsset,
     CreateMarket,
     Deposit,
+    Hold,
     PlaceOrder,
     SetMarketStatus,
     Tick,
+    VoidHold,
     Withdraw,
 )
 from crossbook.domain.errors import DomainError, ErrorCode
@@ -22,6 +24,8 @@ from crossbook.domain.events import (
     BalanceChanged,
     Deposited,
     Event,
+    HoldReleased,
+    HoldVoided,
     MarketCreated,
     MarketStatusChanged,
     OrderAccepted,
@@ -29,7 +33,7 @@ from crossbook.domain.events import (
     TradeExecuted,
     Withdrawn,
 )
-from crossbook.domain.exchange import Exchange, ExchangeLimits, Market
+from crossbook.domain.exchange import Exchange, ExchangeLimits, Funding, Market
 from crossbook.domain.ledger import FEE_ACCOUNT_ID
 from crossbook.domain.markets import Asset, MarketSpec, MarketStatus
 from crossbook.domain.orders import (
@@ -60,6 +64,10 @@ __all__ = [
     "Event",
     "Exchange",
     "ExchangeLimits",
+    "Funding",
+    "Hold",
+    "HoldReleased",
+    "HoldVoided",
     "Market",
     "MarketCreated",
     "MarketSpec",
@@ -77,6 +85,7 @@ __all__ = [
     "Tick",
     "TimeInForce",
     "TradeExecuted",
+    "VoidHold",
     "Withdraw",
     "Withdrawn",
 ]

@@ -56,6 +56,31 @@ class Withdraw:
 
 
 @dataclass(frozen=True, slots=True)
+class Hold:
+    """Funds an external wallet confirmed it holds for one command (remote-wallet mode).
+
+    `key` is the idempotency key the hold was made with; `amount_units` is in
+    `asset`, which must be the asset the command reserves.
+    """
+
+    key: str
+    asset: str
+    amount_units: int
+
+
+@dataclass(frozen=True, slots=True)
+class VoidHold:
+    """A wallet hold no command will use (refused, or never reached the engine).
+
+    It changes no balance: it records that the wallet must void the hold (release
+    it if it was applied), which the settlement outbox then does.
+    """
+
+    user_id: int
+    hold: Hold
+
+
+@dataclass(frozen=True, slots=True)
 class PlaceOrder:
     """Place an order.
 
@@ -78,6 +103,7 @@ class PlaceOrder:
     client_order_id: str | None = None
     stp_mode: StpMode = DEFAULT_STP_MODE
     expire_at_ms: int | None = None
+    hold: Hold | None = None  # remote-wallet mode only: what funds the reservation
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +128,7 @@ class AmendOrder:
     order_id: int
     quantity_lots: int | None = None
     price_ticks: int | None = None
+    hold: Hold | None = None  # remote-wallet mode only: funds a larger reservation
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,5 +147,6 @@ Command = (
     | PlaceOrder
     | CancelOrder
     | AmendOrder
+    | VoidHold
     | Tick
 )

@@ -110,6 +110,40 @@ class Withdrawn(Deposited):
     kind = "withdrawn"
 
 
+class HoldReleased(Event):
+    """Remote-wallet mode: funds the engine held for `user_id` go back to the wallet.
+
+    Released reservations (cancels, expiries, price improvement, the part of a
+    hold a placement did not need) in one command, per user and asset. The
+    wallet releases them from the user's locked funds.
+    """
+
+    __slots__ = ("amount_units", "asset", "user_id")
+    kind = "hold_released"
+
+    def __init__(self, seq: int, ts_ms: int, user_id: int, asset: str, amount_units: int) -> None:
+        super().__init__(seq, 0, ts_ms)
+        self.user_id = user_id
+        self.asset = asset
+        self.amount_units = amount_units
+
+
+class HoldVoided(Event):
+    """Remote-wallet mode: the hold `hold_key` funds nothing; the wallet must void it."""
+
+    __slots__ = ("amount_units", "asset", "hold_key", "user_id")
+    kind = "hold_voided"
+
+    def __init__(
+        self, seq: int, ts_ms: int, user_id: int, asset: str, hold_key: str, amount_units: int
+    ) -> None:
+        super().__init__(seq, 0, ts_ms)
+        self.user_id = user_id
+        self.asset = asset
+        self.hold_key = hold_key
+        self.amount_units = amount_units
+
+
 class BalanceChanged(Event):
     """A balance's new value after a command (once per touched balance, first-touch order)."""
 

@@ -17,6 +17,17 @@ Invariants kept here (and checked in `invariants`):
 - `seq` and every market's `market_seq` are gap-free;
 - the state after a command depends only on the state before and the command.
 
+Funding. In the default `Funding.EMBEDDED` mode the ledger here holds every
+balance: money enters by `Deposit` and leaves by `Withdraw`. In
+`Funding.WALLET` mode an external wallet holds the balances: an order (or an
+amend that costs more) arrives with a `Hold` the wallet confirmed, the ledger is
+funded with it and reserves from it, and at the end of every command whatever
+became available (trade proceeds, released reservations) is swept back out.
+The sweep emits `HoldReleased` for the released part; trade proceeds go back
+through the trade's own settlement legs. So in this mode every available
+balance is 0 between commands and locked funds are exactly the open orders'
+reservations; `Deposit` and `Withdraw` are refused (FUNDS_HELD_BY_WALLET).
+
 Known limits: one fee tier per market (no per-user rates, no rebates); amend
 applies to resting limit orders only; a stop-market buy is sized by quote
 budget (its cost must be reservable before it triggers).
@@ -24,6 +35,7 @@ budget (its cost must be reservable before it triggers).
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import heapq
 import json
@@ -40,9 +52,11 @@ from crossbook.domain.commands import (
     CreateAsset,
     CreateMarket,
     Deposit,
+    Hold,
     PlaceOrder,
     SetMarketStatus,
     Tick,
+    VoidHold,
     Withdraw,
 )
 from crossbook.domain.errors import DomainError, ErrorCode
@@ -51,6 +65,8 @@ from crossbook.domain.events import (
     BalanceChanged,
     Deposited,
     Event,
+    HoldReleased,
+    HoldVoided,
     MarketCreated,
     MarketStatusChanged,
     OrderAccepted,
@@ -102,6 +118,13 @@ class ExchangeLimits:
     max_fills_per_order: int = 10_000  # match steps (fills + STP cancels) per taker
 
 
+class Funding(enum.StrEnum):
+    """Where the balances live (see the module docstring)."""
+
+    EMBEDDED = "embedded"
+    WALLET = "wallet"
+
+
 class Market:
     """Runtime state of one market."""
 
@@ -117,8 +140,12 @@ class Market:
 
 
 class Exchange:
-    def __init__(self, limits: ExchangeLimits | None = None) -> None:
+    def __init__(
+        self, limits: ExchangeLimits | None = None, funding: Funding = Funding.EMBEDDED
+    ) -> None:
         self.limits = limits or ExchangeLimits()
+        self.funding = funding
+        self._wallet_funded = funding is Funding.WALLET
         self.assets: dict[str, Asset] = {}
         self.markets: dict[str, Market] = {}
         self.ledger = Ledger()
@@ -143,6 +170,7 @@ class Exchange:
             PlaceOrder: self._place,
             CancelOrder: self._cancel,
             AmendOrder: self._amend,
+            VoidHold: self._void_hold,
             Tick: self._tick,
         }
 
@@ -160,6 +188,8 @@ class Exchange:
                 "rejection changed state"
             )
             raise
+        if self._wallet_funded and self.ledger.touched:
+            self._sweep(events)
         if self.ledger.touched:
             now = self.now_ms
             for (user_id, asset), balance in self.ledger.drain_touched():
@@ -237,6 +267,7 @@ class Exchange:
         )
 
     def _deposit(self, cmd: Deposit) -> None:
+        self._refuse_if_wallet_funded()
         asset = self.asset(cmd.asset)
         self._check_user(cmd.user_id, allow_fee_account=True)
         # The asset's total supply stays within 64 bits, so no balance (a part of it) and no
@@ -249,6 +280,7 @@ class Exchange:
         )
 
     def _withdraw(self, cmd: Withdraw) -> None:
+        self._refuse_if_wallet_funded()
         asset = self.asset(cmd.asset)
         self._check_user(cmd.user_id, allow_fee_account=True)
         _check_amount(cmd.amount_units, INT64_MAX)
@@ -280,7 +312,9 @@ class Exchange:
         self._check_open_order_room(cmd.user_id, cmd.client_order_id)
         order = self._build_order(spec, cmd)
         plan = self._pre_check(market, order)
-        self.ledger.reserve(order.user_id, self._reserve_asset(spec, order), order.reserved_units)
+        self._reserve(
+            order.user_id, self._reserve_asset(spec, order), order.reserved_units, cmd.hold
+        )
         # -- accepted: nothing below may refuse -------------------------------
         self.next_order_id += 1
         self.next_priority += 1
@@ -385,8 +419,7 @@ class Exchange:
             raise DomainError(ErrorCode.POST_ONLY_WOULD_TAKE, "post-only order would take")
         needed = self._required_reservation(spec, order, price, quantity - order.filled_lots)
         asset = self._reserve_asset(spec, order)
-        if needed > order.reserved_units:
-            self.ledger.reserve(order.user_id, asset, needed - order.reserved_units)
+        self._reserve(order.user_id, asset, max(0, needed - order.reserved_units), cmd.hold)
         # -- accepted: nothing below may refuse -------------------------------
         self.ledger.release(order.user_id, asset, max(0, order.reserved_units - needed))
         order.reserved_units = needed
@@ -572,6 +605,75 @@ class Exchange:
             return
         self._emit_update(market, order, None)
         self._take(market, order, None)
+
+    # -- funding -------------------------------------------------------------------
+
+    def _reserve(self, user_id: int, asset: str, amount: int, hold: Hold | None) -> None:
+        """Lock `amount` of `asset` for an order, or refuse changing nothing.
+
+        Embedded: from the user's available balance. Wallet-funded: from `hold`, which
+        must be in `asset` and cover `amount`; all of it funds the ledger, and the part
+        not reserved is swept back (released) at the end of the command.
+        """
+        if not self._wallet_funded:
+            if hold is not None:
+                raise DomainError(ErrorCode.INVALID_ORDER, "holds are for remote-wallet mode")
+            self.ledger.reserve(user_id, asset, amount)
+            return
+        held = 0 if hold is None else hold.amount_units
+        if hold is not None and (hold.asset != asset or not 0 < held <= INT64_MAX):
+            raise DomainError(
+                ErrorCode.INVALID_ORDER, "the hold does not fund this order", asset=asset
+            )
+        if held < amount:
+            raise DomainError(
+                ErrorCode.INSUFFICIENT_BALANCE,
+                f"insufficient {asset} held",
+                asset=asset,
+                required=amount,
+                available=held,
+            )
+        if held:
+            self.ledger.fund(user_id, asset, held)
+        self.ledger.reserve(user_id, asset, amount)
+
+    def _void_hold(self, cmd: VoidHold) -> None:
+        if not self._wallet_funded:
+            raise DomainError(ErrorCode.INVALID_ORDER, "holds are for remote-wallet mode")
+        self._check_user(cmd.user_id, allow_fee_account=False)
+        hold = cmd.hold
+        self._emit(
+            HoldVoided(
+                self._next_seq(), self.now_ms, cmd.user_id, hold.asset, hold.key, hold.amount_units
+            )
+        )
+
+    def _sweep(self, events: list[Event]) -> None:
+        """Hand back everything that became available: proceeds by trade, the rest released."""
+        proceeds: dict[tuple[int, str], int] = {}
+        for event in events:
+            if type(event) is TradeExecuted:
+                assert isinstance(event, TradeExecuted)
+                spec = self.markets[event.symbol].spec
+                base, quote = spec.base.code, spec.quote.code
+                for key, amount in (
+                    ((event.buyer_user_id, base), event.quantity_lots * spec.lot_base_units),
+                    ((event.seller_user_id, quote), event.notional_units - event.seller_fee_units),
+                    ((FEE_ACCOUNT_ID, quote), event.buyer_fee_units + event.seller_fee_units),
+                ):
+                    proceeds[key] = proceeds.get(key, 0) + amount
+        for (user_id, asset), amount in self.ledger.sweep():
+            released = amount - proceeds.get((user_id, asset), 0)
+            assert released >= 0, (user_id, asset, amount, proceeds)
+            if released:
+                self._emit(HoldReleased(self._next_seq(), self.now_ms, user_id, asset, released))
+
+    def _refuse_if_wallet_funded(self) -> None:
+        if self._wallet_funded:
+            raise DomainError(
+                ErrorCode.FUNDS_HELD_BY_WALLET,
+                "balances are kept by the wallet service: deposit and withdraw there",
+            )
 
     # -- helpers (leaf computations and bookkeeping) ------------------------------------
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 
 from crossbook.domain.book import BookSide
 from crossbook.domain.events import TradeExecuted
-from crossbook.domain.exchange import Exchange, Market
+from crossbook.domain.exchange import Exchange, Funding, Market
 from crossbook.domain.fees import fee_total
 from crossbook.domain.orders import OrderStatus, Side
 
@@ -67,12 +67,21 @@ def _check_side(symbol: str, book_side: BookSide) -> None:
 
 
 def check_balances(exchange: Exchange) -> None:
-    """No negative balance; per asset, all accounts (fee account included) sum to net deposits."""
+    """No negative balance; per asset, all accounts (fee account included) sum to net deposits.
+
+    Wallet-funded, nothing is available between commands (it went back to the wallet)
+    and nothing was deposited: the accounts hold exactly the open orders' reservations.
+    """
     totals: dict[str, int] = {}
+    wallet_funded = exchange.funding is Funding.WALLET
     for (user_id, asset), balance in exchange.ledger.balances.items():
         _require(
             balance.available >= 0 and balance.locked >= 0,
             f"negative balance {user_id}/{asset}: {balance.available}/{balance.locked}",
+        )
+        _require(
+            not (wallet_funded and balance.available),
+            f"wallet-funded, {user_id}/{asset} has {balance.available} available",
         )
         totals[asset] = totals.get(asset, 0) + balance.total
     for asset, net in exchange.ledger.net_deposits.items():

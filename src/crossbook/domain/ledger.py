@@ -3,7 +3,12 @@
 Money enters only by `deposit` and leaves only by `withdraw`; every other move
 is between accounts or between a user's own available and locked funds, so per
 asset the sum over all accounts (fee account included) always equals
-`net_deposits[asset]`.
+`net_deposits[asset] - in_transit[asset]`.
+
+`debit` and `credit` move money one side at a time, for a ledger whose transfers
+arrive as separate legs (the wallet service): a debit puts the amount "in
+transit" until the matching credit takes it out. The exchange never uses them,
+so for it `in_transit` stays empty and the sum equals `net_deposits`.
 
 Invariants:
 - no balance is ever negative: `withdraw` and `reserve` refuse with
@@ -37,11 +42,12 @@ class Balance:
 
 
 class Ledger:
-    __slots__ = ("balances", "net_deposits", "touched")
+    __slots__ = ("balances", "in_transit", "net_deposits", "touched")
 
     def __init__(self) -> None:
         self.balances: dict[BalanceKey, Balance] = {}
         self.net_deposits: dict[str, int] = {}
+        self.in_transit: dict[str, int] = {}
         self.touched: dict[BalanceKey, Balance] = {}
 
     def _get(self, user_id: int, asset: str) -> Balance:
@@ -82,6 +88,39 @@ class Ledger:
                 required=amount,
                 available=have,
             )
+
+    def require_locked(self, user_id: int, asset: str, amount: int) -> None:
+        """Refuse (changing nothing) unless `amount` is locked."""
+        have = self.locked(user_id, asset)
+        if have < amount:
+            raise DomainError(
+                ErrorCode.INSUFFICIENT_BALANCE,
+                f"insufficient locked {asset} balance",
+                asset=asset,
+                required=amount,
+                locked=have,
+            )
+
+    def debit(self, user_id: int, asset: str, amount: int, *, from_locked: bool) -> None:
+        """Take `amount` out of the account (into transit), or refuse changing nothing."""
+        assert amount > 0, amount
+        if from_locked:
+            self.require_locked(user_id, asset, amount)
+            self._get(user_id, asset).locked -= amount
+        else:
+            self.require_available(user_id, asset, amount)
+            self._get(user_id, asset).available -= amount
+        self.in_transit[asset] = self.in_transit.get(asset, 0) + amount
+
+    def credit(self, user_id: int, asset: str, amount: int, *, to_locked: bool) -> None:
+        """Put `amount` into the account (out of transit)."""
+        assert amount > 0, amount
+        balance = self._get(user_id, asset)
+        if to_locked:
+            balance.locked += amount
+        else:
+            balance.available += amount
+        self.in_transit[asset] = self.in_transit.get(asset, 0) - amount
 
     def reserve(self, user_id: int, asset: str, amount: int) -> None:
         """Move `amount` from available to locked, or refuse changing nothing."""
@@ -149,6 +188,28 @@ class Ledger:
         fees = buyer_fee_units + seller_fee_units
         if fees:
             self._get(FEE_ACCOUNT_ID, quote).available += fees
+
+    def fund(self, user_id: int, asset: str, amount: int) -> None:
+        """Add `amount` that an external wallet holds for the user (remote-wallet mode).
+
+        Unlike `deposit` it does not count in `net_deposits`: the money is the wallet's,
+        lent to the engine until `sweep` hands it back.
+        """
+        assert amount > 0, amount
+        self._get(user_id, asset).available += amount
+
+    def sweep(self) -> list[tuple[BalanceKey, int]]:
+        """Empty the available part of every touched balance; return what was taken.
+
+        In remote-wallet mode whatever becomes available (trade proceeds, released
+        reservations) belongs back in the wallet: the settlement outbox carries it there.
+        """
+        swept: list[tuple[BalanceKey, int]] = []
+        for key, balance in self.touched.items():
+            if balance.available:
+                swept.append((key, balance.available))
+                balance.available = 0
+        return swept
 
     def drain_touched(self) -> list[tuple[BalanceKey, Balance]]:
         touched = list(self.touched.items())

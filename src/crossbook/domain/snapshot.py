@@ -14,14 +14,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from crossbook.domain.exchange import Exchange, ExchangeLimits, Market
+from crossbook.domain.exchange import Exchange, ExchangeLimits, Funding, Market
 from crossbook.domain.ledger import Balance
 from crossbook.domain.markets import Asset, MarketSpec, MarketStatus
 from crossbook.domain.orders import order_from_record
 
 
-def restore(state: dict[str, Any], limits: ExchangeLimits | None = None) -> Exchange:
-    ex = Exchange(limits)
+def restore(
+    state: dict[str, Any],
+    limits: ExchangeLimits | None = None,
+    funding: Funding = Funding.EMBEDDED,
+) -> Exchange:
+    ex = Exchange(limits, funding)
     for code, decimals in state["assets"]:
         ex.assets[code] = Asset.create(code, decimals)
     for market_state in state["markets"]:

@@ -4,6 +4,10 @@ The store keeps projections (assets, markets, balances, orders, trades, the
 event log and the counters) from which `Exchange.state()` can be rebuilt
 exactly, so a batch carries the FINAL record of every order and balance its
 commands touched, taken from the exchange after the whole batch ran.
+
+Wallet-funded (remote-wallet mode), a batch also carries its settlement outbox
+(`settlement_plan`): the wallet operations its trades and releases owe, written
+in the same transaction, and its trades are recorded PENDING rather than settled.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from crossbook.domain import (
     Deposited,
     Event,
     Exchange,
+    Funding,
     MarketCreated,
     Order,
     TradeExecuted,
     Withdrawn,
 )
 from crossbook.domain.orders import order_record
+from crossbook.engine.settlement_plan import PlannedSettlement, plan_settlements
 
 
 @dataclass(slots=True)
@@ -37,6 +43,8 @@ class CommitBatch:
     assets: list[tuple[str, int]]  # (code, decimals) created in this batch
     markets: list[dict[str, Any]]  # runtime (+ "rules" if created) of every touched market
     counters: dict[str, int]  # `Exchange.counters()` after the batch
+    settlements: list[PlannedSettlement] = field(default_factory=list)  # wallet-funded only
+    trades_settled: bool = True  # False: the trades await their settlements
 
     @property
     def is_empty(self) -> bool:
@@ -80,6 +88,12 @@ class BatchBuilder:
                 continue
             if event.market_seq:  # every other market event names its market
                 touched_markets[getattr(event, "symbol")] = None  # noqa: B009
+        wallet_funded = exchange.funding is Funding.WALLET
+        settlements = (
+            plan_settlements(self.events, {s: m.spec for s, m in exchange.markets.items()})
+            if wallet_funded
+            else []
+        )
         markets = []
         for symbol in touched_markets:
             row = exchange.market_runtime(exchange.markets[symbol])
@@ -95,4 +109,6 @@ class BatchBuilder:
             assets=assets,
             markets=markets,
             counters=exchange.counters(),
+            settlements=settlements,
+            trades_settled=not wallet_funded,
         )

@@ -15,6 +15,11 @@ batch's callers get `EngineUnavailableError` (nothing of theirs happened;
 retrying with the same client order id is safe); if it does, they get their
 outcomes and the events are published, as for any committed batch.
 
+Remote-wallet mode (`Funding.WALLET`): a command that arrives with a wallet
+hold and is refused still owes the wallet a void of that hold, so the engine
+executes `VoidHold` right after the refusal, in the same batch: the void
+commits (into the settlement outbox) before the caller hears of the refusal.
+
 Invariants and limits:
 - only the loop task touches the exchange; `submit` never does;
 - the queue holds at most `queue_capacity` commands: beyond that `submit`
@@ -34,7 +39,18 @@ from typing import Any
 
 import structlog
 
-from crossbook.domain import Command, DomainError, Event, Exchange, ExchangeLimits, Tick
+from crossbook.domain import (
+    AmendOrder,
+    Command,
+    DomainError,
+    Event,
+    Exchange,
+    ExchangeLimits,
+    Funding,
+    PlaceOrder,
+    Tick,
+    VoidHold,
+)
 from crossbook.domain.invariants import check_all, check_cheap
 from crossbook.domain.snapshot import restore
 from crossbook.engine.batch import BatchBuilder
@@ -73,6 +89,7 @@ class BatchStats:
 
 
 _Pending = tuple[Command, "asyncio.Future[list[Event]]"]
+_HOLDING = (PlaceOrder, AmendOrder)  # the commands that may arrive with a wallet hold
 
 
 class Engine:
@@ -84,13 +101,15 @@ class Engine:
         limits: EngineLimits | None = None,
         exchange_limits: ExchangeLimits | None = None,
         on_batch: Callable[[BatchStats], None] | None = None,
+        funding: Funding = Funding.EMBEDDED,
     ) -> None:
         self._store = store
+        self.funding = funding
         self._publisher = publisher
         self._clock = clock or SystemClock()
         self.limits = limits or EngineLimits()
         self._exchange_limits = exchange_limits
-        self._exchange = Exchange(exchange_limits)
+        self._exchange = Exchange(exchange_limits, funding)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(self.limits.queue_capacity)
         self._available = False
         self._task: asyncio.Task[None] | None = None
@@ -166,11 +185,15 @@ class Engine:
         builder = BatchBuilder()
         builder.add(exchange, exchange.execute(Tick(self._clock.now_ms())))
         outcomes: list[list[Event] | DomainError] = []
+        wallet_funded = self.funding is Funding.WALLET
         for command, _ in batch:
             try:
                 events = exchange.execute(command)
             except DomainError as error:
                 outcomes.append(error)
+                if wallet_funded and isinstance(command, _HOLDING) and command.hold is not None:
+                    void = VoidHold(command.user_id, command.hold)
+                    builder.add(exchange, exchange.execute(void))
                 continue
             builder.add(exchange, events)
             outcomes.append(events)
@@ -229,9 +252,9 @@ class Engine:
     async def _recover_once(self) -> None:
         state: dict[str, Any] | None = await self._store.load_state()
         exchange = (
-            Exchange(self._exchange_limits)
+            Exchange(self._exchange_limits, self.funding)
             if state is None
-            else restore(state, self._exchange_limits)
+            else restore(state, self._exchange_limits, self.funding)
         )
         check_all(exchange)
         self._exchange = exchange

@@ -34,6 +34,8 @@ from crossbook.adapters.sql.rows import (
     LEDGER_COLUMNS,
     MARKET_COLUMNS,
     ORDER_COLUMNS,
+    SETTLEMENT_COLUMNS,
+    SETTLEMENT_LEG_COLUMNS,
     TRADE_COLUMNS,
     BatchRows,
     Committed,
@@ -162,6 +164,13 @@ class PostgresWriter:
         if rows.ledger:
             await conn.copy_records_to_table(
                 "ledger_entries", records=rows.ledger, columns=LEDGER_COLUMNS
+            )
+        if rows.settlements:
+            await conn.copy_records_to_table(
+                "settlements", records=rows.settlements, columns=SETTLEMENT_COLUMNS
+            )
+            await conn.copy_records_to_table(
+                "settlement_legs", records=rows.settlement_legs, columns=SETTLEMENT_LEG_COLUMNS
             )
 
     async def write_projections(self, rows: BatchRows) -> None:

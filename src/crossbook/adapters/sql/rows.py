@@ -36,6 +36,7 @@ from crossbook.adapters.sql.schema import (
     LEG_SELLER_DELIVERS,
     LEG_SELLER_RECEIVES,
     LEG_WITHDRAWAL,
+    PENDING,
     RULE_COLUMNS,
     SETTLED,
 )
@@ -51,6 +52,7 @@ from crossbook.domain import (
 from crossbook.domain.markets import INT64_MAX
 from crossbook.domain.orders import RECORD_FIELDS
 from crossbook.engine.batch import CommitBatch
+from crossbook.engine.settlement_plan import PlannedSettlement, SettlementStatus
 
 EventRow = tuple[int, int, str, str | None, int, str]
 LedgerRow = tuple[int, int, str, int, str, int | None, int | None]
@@ -59,6 +61,8 @@ OrderRow = tuple[Any, ...]
 BalanceRow = tuple[int, str, int, int]
 MarketRow = tuple[Any, ...]  # symbol, RULE_COLUMNS…, status, last_price_ticks, market_seq
 MarketUpdateRow = tuple[str, str, int, int]  # symbol, status, last_price_ticks, market_seq
+SettlementRow = tuple[Any, ...]
+SettlementLegRow = tuple[Any, ...]
 
 EVENT_COLUMNS = ("seq", "market_seq", "kind", "symbol", "ts_ms", "payload")
 LEDGER_COLUMNS = ("seq", "user_id", "asset", "amount", "kind", "trade_id", "order_id")
@@ -83,6 +87,31 @@ TRADE_COLUMNS = (
     "settled_at_ms",
 )
 ORDER_COLUMNS = RECORD_FIELDS
+SETTLEMENT_COLUMNS = (
+    "settlement_id",
+    "kind",
+    "trade_id",
+    "status",
+    "attempts",
+    "reason",
+    "created_at_ms",
+    "updated_at_ms",
+    "settled_at_ms",
+    "failed_at_ms",
+)
+SETTLEMENT_LEG_COLUMNS = (
+    "settlement_id",
+    "leg_no",
+    "name",
+    "op",
+    "user_id",
+    "asset",
+    "amount_units",
+    "account",
+    "target_key",
+    "state",
+    "generation",
+)
 MARKET_COLUMNS = ("symbol", *RULE_COLUMNS, "status", "last_price_ticks", "market_seq")
 _FEE_ACCRUED_INDEX = RECORD_FIELDS.index("fee_accrued")
 
@@ -151,13 +180,15 @@ class BatchRows:
     new_markets: list[MarketRow]
     market_updates: list[MarketUpdateRow]  # markets that existed before the batch
     counters: dict[str, int]
+    settlements: list[SettlementRow]
+    settlement_legs: list[SettlementLegRow]
 
 
 def batch_rows(batch: CommitBatch, after: Committed, *, wide_as_text: bool) -> BatchRows:
     """The rows of `batch`; `after` is the store's knowledge once it has committed."""
     return BatchRows(
         events=event_rows(batch.events),
-        trades=trade_rows(batch.trades),
+        trades=trade_rows(batch.trades, settled=batch.trades_settled),
         ledger=ledger_rows(batch.events, after.markets),
         orders=order_rows(batch.orders, wide_as_text=wide_as_text),
         balances=batch.balances,
@@ -173,6 +204,8 @@ def batch_rows(batch: CommitBatch, after: Committed, *, wide_as_text: bool) -> B
             if "rules" not in m
         ],
         counters=batch.counters,
+        settlements=[settlement_row(s) for s in batch.settlements],
+        settlement_legs=[row for s in batch.settlements for row in settlement_leg_rows(s)],
     )
 
 
@@ -239,7 +272,9 @@ def event_rows(events: list[Event]) -> list[EventRow]:
 # -- trades and the journal ------------------------------------------------------------
 
 
-def trade_rows(trades: list[TradeExecuted]) -> list[TradeRow]:
+def trade_rows(trades: list[TradeExecuted], *, settled: bool = True) -> list[TradeRow]:
+    """Settled with the trade (embedded), or PENDING with `settled_at_ms` 0 (remote wallet)."""
+    status = SETTLED if settled else PENDING
     return [
         (
             t.trade_id,
@@ -258,10 +293,45 @@ def trade_rows(trades: list[TradeExecuted]) -> list[TradeRow]:
             t.buyer_fee_units,
             t.seller_fee_units,
             t.ts_ms,
-            SETTLED,
-            t.ts_ms,
+            status,
+            t.ts_ms if settled else 0,
         )
         for t in trades
+    ]
+
+
+def settlement_row(settlement: PlannedSettlement) -> SettlementRow:
+    created = settlement.created_at_ms
+    return (
+        settlement.settlement_id,
+        str(settlement.kind),
+        settlement.trade_id,
+        str(SettlementStatus.PENDING),
+        0,
+        None,
+        created,
+        created,
+        None,
+        None,
+    )
+
+
+def settlement_leg_rows(settlement: PlannedSettlement) -> list[SettlementLegRow]:
+    return [
+        (
+            settlement.settlement_id,
+            leg_no,
+            leg.name,
+            str(leg.kind),
+            leg.user_id,
+            leg.asset,
+            leg.amount_units,
+            str(leg.account),
+            leg.target_key,
+            str(leg.state),
+            leg.generation,
+        )
+        for leg_no, leg in enumerate(settlement.legs)
     ]
 
 

@@ -15,7 +15,13 @@ What the tables hold:
 - `ledger_entries`: the double-entry journal, one row per leg (see below);
 - `events`: the append-only event log, `seq` gap-free from 1;
 - `engine_state`: the exchange counters (`Exchange.counters()`), exactly one row;
-- `users`: accounts (filled by the accounts feature; nothing references it yet).
+- `users`: accounts (filled by the accounts feature; nothing references it yet);
+- `settlements`, `settlement_legs`: remote-wallet mode's outbox. One settlement
+  per event that owes the wallet something (a trade, a release, a void; keyed by
+  the event's seq), written with the batch that made it, then updated by the
+  settlement workers: status PENDING → SETTLED, or SETTLEMENT_FAILED (the
+  dead-letter queue) with the reason, attempts and timestamps; per leg, its
+  wallet operation and its state (see `engine.settlement_plan`).
 
 Invariants:
 - amounts, prices and quantities are integer BIGINT columns (minor units, ticks,
@@ -66,7 +72,9 @@ CLIENT_ORDER_ID_CHARS = 64
 ENUM_CHARS = 32  # enum string values (side, status, close reason, event kind, …)
 WIDE_INTEGER_DIGITS = 40  # fee_accrued < 2**63 * 10**6 < 10**26
 
-SETTLED = "SETTLED"  # trades.settlement_status: settlement commits with the trade
+SETTLED = "SETTLED"  # trades.settlement_status: embedded, settlement commits with the trade
+PENDING = "PENDING"  # remote-wallet mode: awaits its settlement (settled_at_ms 0 until then)
+WALLET_KEY_CHARS = 200
 
 # ledger_entries.kind
 LEG_DEPOSIT = "deposit"
@@ -274,4 +282,36 @@ RULE_COLUMNS = (
     "max_price",
     "maker_fee_rate",
     "taker_fee_rate",
+)
+
+settlements = Table(
+    "settlements",
+    metadata,
+    _key("settlement_id"),  # the seq of the event it settles
+    _enum("kind"),
+    _bigint("trade_id", nullable=True),
+    _enum("status"),
+    Column("attempts", Integer, nullable=False),
+    Column("reason", Text, nullable=True),
+    _bigint("created_at_ms"),
+    _bigint("updated_at_ms"),
+    _bigint("settled_at_ms", nullable=True),
+    _bigint("failed_at_ms", nullable=True),
+    Index(None, "status", "settlement_id"),
+)
+
+settlement_legs = Table(
+    "settlement_legs",
+    metadata,
+    Column("settlement_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("leg_no", SmallInteger, primary_key=True, autoincrement=False),
+    _enum("name"),
+    _enum("op"),
+    _bigint("user_id"),
+    Column("asset", String(ASSET_CODE_CHARS), nullable=False),
+    _bigint("amount_units"),
+    _enum("account"),
+    Column("target_key", String(WALLET_KEY_CHARS), nullable=True),
+    _enum("state"),
+    Column("generation", Integer, nullable=False),
 )

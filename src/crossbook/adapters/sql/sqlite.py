@@ -36,6 +36,8 @@ from crossbook.adapters.sql.rows import (
     LEDGER_COLUMNS,
     MARKET_COLUMNS,
     ORDER_COLUMNS,
+    SETTLEMENT_COLUMNS,
+    SETTLEMENT_LEG_COLUMNS,
     TRADE_COLUMNS,
     BatchRows,
     Committed,
@@ -62,6 +64,8 @@ _COUNTERS = schema.COUNTER_COLUMNS
 EVENTS_INSERT = insert_sql("events", EVENT_COLUMNS)
 TRADES_INSERT = insert_sql("trades", TRADE_COLUMNS)
 LEDGER_INSERT = insert_sql("ledger_entries", LEDGER_COLUMNS)
+SETTLEMENTS_INSERT = insert_sql("settlements", SETTLEMENT_COLUMNS)
+SETTLEMENT_LEGS_INSERT = insert_sql("settlement_legs", SETTLEMENT_LEG_COLUMNS)
 ORDERS_UPSERT = upsert_sql("orders", ORDER_COLUMNS, ("order_id",))
 BALANCES_UPSERT = upsert_sql(
     "balances", ("user_id", "asset", "available", "locked"), ("user_id", "asset")
@@ -142,6 +146,9 @@ class SqliteWriter:
             conn.executemany(TRADES_INSERT, rows.trades)
         if rows.ledger:
             conn.executemany(LEDGER_INSERT, rows.ledger)
+        if rows.settlements:
+            conn.executemany(SETTLEMENTS_INSERT, rows.settlements)
+            conn.executemany(SETTLEMENT_LEGS_INSERT, rows.settlement_legs)
 
     def write_projections(self, rows: BatchRows) -> None:
         conn = self.connection

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from functools import partial
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
@@ -62,7 +62,7 @@ from sqlalchemy import Engine, Executable, RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from crossbook.adapters.sql import queries
+from crossbook.adapters.sql import queries, settlement_queries
 from crossbook.adapters.sql.database import DatabaseUrl
 from crossbook.adapters.sql.engines import postgres_engine, sqlite_engine
 from crossbook.adapters.sql.errors import StoreConflictError, StoreError
@@ -74,9 +74,12 @@ from crossbook.adapters.sql.schema import COUNTER_COLUMNS, RULE_COLUMNS
 from crossbook.adapters.sql.sqlite import SqliteWriter
 from crossbook.domain import MarketStatus, OrderStatus
 from crossbook.engine.batch import CommitBatch
+from crossbook.engine.settlement import StoredSettlement
+from crossbook.engine.settlement_plan import SettlementStatus
 from crossbook.engine.views import Candle, StoredBalance, StoredOrder, StoredTrade, StoredUser
 
 Rows = Sequence[RowMapping]
+_Write = tuple[Executable, Sequence[Mapping[str, Any]] | None]
 T = TypeVar("T")
 
 CREATE_USER_ATTEMPTS = 20  # `create_user` tries at most this often to win the next id
@@ -99,6 +102,10 @@ class _Reader(Protocol):
 
     async def write(self, statement: Executable) -> Rows:
         """Run `statement` in a short write transaction of its own; its RETURNING rows."""
+        ...
+
+    async def write_all(self, statements: Sequence[_Write]) -> None:
+        """Run `statements` (each with its parameter sets, or None) in one transaction."""
         ...
 
     async def close(self) -> None: ...
@@ -126,6 +133,14 @@ class _SqliteReader:
         with self._write_engine.begin() as connection:
             return connection.execute(statement).mappings().all()
 
+    async def write_all(self, statements: Sequence[_Write]) -> None:
+        await asyncio.to_thread(self._write_all, statements)
+
+    def _write_all(self, statements: Sequence[_Write]) -> None:
+        with self._write_engine.begin() as connection:
+            for statement, params in statements:
+                connection.execute(statement, params)
+
     async def close(self) -> None:
         try:
             await asyncio.to_thread(self._write_engine.dispose)
@@ -148,6 +163,11 @@ class _PostgresReader:
     async def write(self, statement: Executable) -> Rows:
         async with self._engine.begin() as connection:  # READ COMMITTED, read-write
             return (await connection.execute(statement)).mappings().all()
+
+    async def write_all(self, statements: Sequence[_Write]) -> None:
+        async with self._engine.begin() as connection:
+            for statement, params in statements:
+                await connection.execute(statement, params)
 
     async def close(self) -> None:
         await self._engine.dispose()
@@ -409,6 +429,39 @@ class SqlStore:
         """Users with an id above `after_user_id`, by id ascending (at most `limit`)."""
         rows = await self._fetch(queries.users_after(after_user_id, limit))
         return [_user(row) for row in rows]
+
+    # -- the settlement outbox (remote-wallet mode) -------------------------------------
+
+    async def pending_settlement_ids(self, *, after_id: int, limit: int) -> list[int]:
+        rows = await self._fetch(settlement_queries.pending_ids(after_id, limit))
+        return [row["settlement_id"] for row in rows]
+
+    async def get_settlement(self, settlement_id: int) -> StoredSettlement | None:
+        head, legs = await self._reader.fetch(settlement_queries.by_id(settlement_id))
+        return settlement_queries.settlement_from_rows(head[0], legs) if head else None
+
+    async def record_settlement(self, settlement: StoredSettlement) -> None:
+        await self._reader.write_all(settlement_queries.record_statements(settlement))
+
+    async def list_settlements(
+        self, status: SettlementStatus, *, after_id: int = 0, limit: int = DEFAULT_QUERY_LIMIT
+    ) -> list[StoredSettlement]:
+        if not 1 <= limit <= MAX_QUERY_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_QUERY_LIMIT}")
+        heads, legs = await self._reader.fetch(
+            settlement_queries.in_status(status, after_id, limit)
+        )
+        by_id: dict[int, list[RowMapping]] = {}
+        for leg in legs:
+            by_id.setdefault(leg["settlement_id"], []).append(leg)
+        return [
+            settlement_queries.settlement_from_rows(head, by_id.get(head["settlement_id"], []))
+            for head in heads
+        ]
+
+    async def count_settlements(self, status: SettlementStatus) -> int:
+        (row,) = await self._fetch(settlement_queries.count_in(status))
+        return int(next(iter(row.values())))
 
     async def _fetch(self, statement: queries.AnySelect) -> Rows:
         (rows,) = await self._reader.fetch([statement])

@@ -1,0 +1,86 @@
+"""What an external wallet must hold before a command reaches the exchange.
+
+Remote-wallet mode (see `exchange`): an order enters the engine only with a
+`Hold` covering its worst-case reservation, computed here with the same
+arithmetic the exchange reserves with (`fees`), so the two cannot disagree:
+
+- sell: the base quantity;
+- buy with a quote budget: the budget;
+- buy limit (and stop-limit): `buy_reservation` at the limit price, no fee paid yet;
+- market buy by base quantity: the cost of walking the ask levels given (price
+  ascending), plus the taker fee: what `matching` would plan on that book.
+
+An amend needs a hold only for what its new reservation may exceed the current
+one: `buy_reservation(price, remaining, 0, 0)` bounds the exact reservation of
+an order that has already paid fees (a ceiling of a sum never exceeds the sum of
+the ceilings), so the bound is always enough.
+
+Known limit: a market buy by quantity is held at the cost of the book the
+caller saw; if the book moved against it before the order reached the engine,
+the exchange refuses it (INSUFFICIENT_BALANCE) and the hold is voided.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from crossbook.domain.fees import buy_reservation, fee_total
+from crossbook.domain.markets import MarketSpec
+from crossbook.domain.orders import Side
+
+
+def reserve_asset(spec: MarketSpec, side: Side) -> str:
+    """The asset an order on `side` reserves."""
+    return spec.quote.code if side is Side.BUY else spec.base.code
+
+
+def place_hold_units(
+    spec: MarketSpec,
+    side: Side,
+    *,
+    quantity_lots: int,
+    price_ticks: int,
+    quote_budget_units: int,
+    asks: Iterable[tuple[int, int]] = (),
+) -> int:
+    """The worst-case reservation of a placement (0 if the order is malformed)."""
+    if side is Side.SELL:
+        return spec.base_units(quantity_lots) if quantity_lots > 0 else 0
+    if quote_budget_units:
+        return max(quote_budget_units, 0)
+    if quantity_lots <= 0 or price_ticks < 0:
+        return 0
+    if price_ticks:
+        return buy_reservation(spec, price_ticks, quantity_lots, 0, 0)
+    return market_buy_cost(spec, quantity_lots, asks)
+
+
+def market_buy_cost(spec: MarketSpec, quantity_lots: int, asks: Iterable[tuple[int, int]]) -> int:
+    """Notional plus taker fee of buying `quantity_lots` from `asks` (price ascending)."""
+    notional = 0
+    left = quantity_lots
+    for price_ticks, lots in asks:
+        take = min(lots, left)
+        notional += price_ticks * take * spec.notional_units
+        left -= take
+        if not left:
+            break
+    return notional + fee_total(notional * spec.taker_fee_ppm)
+
+
+def amend_hold_units(
+    spec: MarketSpec,
+    side: Side,
+    *,
+    price_ticks: int,
+    remaining_lots: int,
+    reserved_units: int,
+) -> int:
+    """What an amend to (`price_ticks`, `remaining_lots`) may need beyond `reserved_units`."""
+    if remaining_lots <= 0 or price_ticks <= 0:
+        return 0
+    if side is Side.SELL:
+        needed = spec.base_units(remaining_lots)
+    else:
+        needed = buy_reservation(spec, price_ticks, remaining_lots, 0, 0)
+    return max(0, needed - reserved_units)
