@@ -15,6 +15,12 @@ Start-up order (DESIGN rule 4 holds from the first request):
 5. on an empty database, create the default assets and markets; with `demo`,
    also two funded users (development only).
 Shutdown stops the engine (queued callers get "unavailable") and closes the store.
+
+Remote-wallet mode (`wallet_url` set): the exchange is wallet-funded, the
+wallet client sits behind a circuit breaker, and the settlement workers are the
+engine's second publisher; they start before the first request (after a scan of
+the outbox for settlements left PENDING by an earlier run) and stop after the
+engine.
 """
 
 from __future__ import annotations
@@ -29,10 +35,12 @@ from dataclasses import dataclass
 import structlog
 
 from crossbook.adapters.sql import SqlStore
+from crossbook.adapters.wallet_client import HttpWallet
 from crossbook.api.auth import Principal, Role, TokenCodec
 from crossbook.api.context import ApiContext, now_ms
 from crossbook.api.metrics import ApiMetrics
 from crossbook.api.rate_limit import RateLimiter
+from crossbook.api.wallet_entry import WalletAccess
 from crossbook.api.ws import SNAPSHOT_MAX_LEVELS, StreamHub
 from crossbook.config import Settings
 from crossbook.domain import (
@@ -41,11 +49,17 @@ from crossbook.domain import (
     Deposit,
     Event,
     ExchangeLimits,
+    Funding,
 )
-from crossbook.engine.engine import Engine, EngineLimits
+from crossbook.engine.breaker import CircuitBreaker
+from crossbook.engine.engine import Engine, EngineLimits, SystemClock
+from crossbook.engine.guarded_wallet import GuardedWallet
 from crossbook.engine.market_data import DEFAULT_WINDOW_MINUTES, MINUTE_MS, MarketData
 from crossbook.engine.ports import MAX_READ_LIMIT, Publisher
+from crossbook.engine.retry import RetryPolicy
+from crossbook.engine.settlement import SettlementLimits, SettlementService
 from crossbook.engine.views import Candle
+from crossbook.engine.wallet import WalletOpKind
 
 log = structlog.get_logger(__name__)
 
@@ -55,19 +69,25 @@ DEFAULT_MARKETS = (
     ("BTC", "USDT", "0.01", "0.0001", "0.0001", "1000"),
     ("ETH", "USDT", "0.01", "0.0001", "0.0001", "10000"),
 )
+WALLET_ENTRY_CONNECTIONS = 50  # wallet connections for order entry, besides the workers'
+MAX_CIRCUIT_WAIT_MS = 1_000  # a settlement worker re-tries an open circuit this often at most
 DEMO_USERS = ("alice", "bob")
 DEMO_FUNDS = (("BTC", 10 * 10**8), ("ETH", 100 * 10**8), ("USDT", 1_000_000 * 10**6))
 
 
 class _Relay:
-    """The engine's publisher until the hub exists (nothing is published before)."""
+    """The engine's publishers (the stream hub, the settlement workers), set once they exist.
+
+    Nothing is published before: the engine is idle until the first `submit`.
+    """
 
     def __init__(self) -> None:
-        self.target: Publisher | None = None
+        self.targets: list[Publisher] = []
 
     def publish(self, events: Sequence[Event]) -> None:
-        assert self.target is not None, "a batch committed before the hub was attached"
-        self.target.publish(events)
+        assert self.targets, "a batch committed before the hub was attached"
+        for target in self.targets:
+            target.publish(events)
 
 
 @dataclass(slots=True)
@@ -79,6 +99,7 @@ class Runtime:
     hub: StreamHub
     metrics: ApiMetrics
     context: ApiContext
+    wallet: WalletAccess | None
 
 
 @contextlib.asynccontextmanager
@@ -101,6 +122,7 @@ async def open_runtime(
                 max_fills_per_order=settings.max_fills_per_order,
             ),
             on_batch=metrics.on_batch,
+            funding=Funding.EMBEDDED if settings.wallet_url is None else Funding.WALLET,
         )
         await engine.start()
         candles = await _recent_minute_candles(store, list(engine.exchange.markets), now_ms())
@@ -115,7 +137,10 @@ async def open_runtime(
             tokens=tokens,
             now_ms=now_ms,
         )
-        relay.target = hub
+        relay.targets.append(hub)
+        wallet = None if settings.wallet_url is None else _wallet_access(settings, store, metrics)
+        if wallet is not None:
+            relay.targets.append(wallet.settlements)
         metrics.watch_engine(lambda: engine.queue_depth, lambda: engine.available)
         context = ApiContext(
             settings=settings,
@@ -125,10 +150,13 @@ async def open_runtime(
             tokens=tokens,
             rate_limiter=RateLimiter(settings.order_rate_per_s, settings.order_burst),
             metrics=metrics,
+            wallet=wallet,
         )
-        runtime = Runtime(settings, store, engine, market_data, hub, metrics, context)
+        runtime = Runtime(settings, store, engine, market_data, hub, metrics, context, wallet)
         reaper = asyncio.create_task(hub.reap_slow_consumers(), name="ws-reaper")
         try:
+            if wallet is not None:
+                await wallet.settlements.start()
             if not market_data.markets():
                 await create_default_markets(runtime)
             if demo:
@@ -139,8 +167,49 @@ async def open_runtime(
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper
             await engine.stop()
+            if wallet is not None:
+                await _close_wallet_access(wallet)
     finally:
         await store.close()
+
+
+def _wallet_access(settings: Settings, store: SqlStore, metrics: ApiMetrics) -> WalletAccess:
+    """The wallet client behind its breaker, and the settlement workers (not started)."""
+    assert settings.wallet_url is not None
+    client = HttpWallet(
+        settings.wallet_url,
+        settings.wallet_token_value,
+        timeout_ms=settings.wallet_timeout_ms,
+        max_connections=settings.settlement_workers + WALLET_ENTRY_CONNECTIONS,
+    )
+    breaker = CircuitBreaker(settings.breaker_failure_threshold, settings.breaker_reset_ms)
+    guarded = GuardedWallet(client, breaker)
+    settlements = SettlementService(
+        store,
+        guarded,
+        policy=RetryPolicy(
+            settings.settlement_max_attempts,
+            settings.settlement_backoff_ms,
+            settings.settlement_max_backoff_ms,
+        ),
+        limits=SettlementLimits(
+            workers=settings.settlement_workers,
+            queue_capacity=settings.settlement_queue_capacity,
+            circuit_wait_ms=min(settings.breaker_reset_ms, MAX_CIRCUIT_WAIT_MS),
+        ),
+        clock=SystemClock(),
+        on_settled=metrics.on_settled,
+    )
+    metrics.watch_settlements(settlements.stats, lambda: settlements.pending, lambda: breaker.state)
+    return WalletAccess(guarded, breaker, settlements, client, settings.market_buy_hold_margin_bps)
+
+
+async def _close_wallet_access(wallet: WalletAccess) -> None:
+    try:
+        await wallet.settlements.stop()
+        await wallet.close()
+    finally:
+        await wallet.client.aclose()
 
 
 async def _recent_minute_candles(
@@ -196,8 +265,12 @@ async def create_demo_users(runtime: Runtime) -> None:
     for name in DEMO_USERS:
         user = await runtime.store.create_user(name, now_ms())
         for asset, units in DEMO_FUNDS:
-            if asset in runtime.market_data.assets():
+            if asset not in runtime.market_data.assets():
+                continue
+            if runtime.wallet is None:
                 await runtime.engine.submit(Deposit(user.user_id, asset, units))
+            else:
+                await runtime.wallet.transfer(WalletOpKind.DEPOSIT, user.user_id, asset, units)
         token = runtime.context.tokens.issue(Principal(Role.TRADER, user.user_id))
         log.info("demo user", name=name, user_id=user.user_id, token=token)
 

@@ -14,6 +14,7 @@ Commands:
     crossbook market …       create / halt / resume  } markets)
     crossbook bench …        benchmarks (print figures; they assert nothing)
     crossbook loadtest       order entry over HTTP at a target rate (a benchmark too)
+    crossbook wallet serve   run the external wallet service (a process and database of its own)
 """
 
 import sys
@@ -25,6 +26,7 @@ import typer
 
 from crossbook import __version__
 from crossbook.cli_admin import deposit, market_app, token, user_app, withdraw
+from crossbook.cli_wallet import wallet_app
 
 app = typer.Typer(
     name="crossbook",
@@ -38,6 +40,7 @@ bench_app = typer.Typer(
 app.add_typer(bench_app, name="bench")
 app.add_typer(user_app, name="user")
 app.add_typer(market_app, name="market")
+app.add_typer(wallet_app, name="wallet")
 app.command("deposit")(deposit)
 app.command("withdraw")(withdraw)
 app.command("token")(token)

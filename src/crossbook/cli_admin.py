@@ -28,6 +28,10 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the server's dat
 
 user_app = typer.Typer(help="Users (through a running server).", no_args_is_help=True)
 market_app = typer.Typer(help="Markets (through a running server).", no_args_is_help=True)
+settlement_app = typer.Typer(
+    help="Remote-wallet settlements and their dead-letter queue (through a running server).",
+    no_args_is_help=True,
+)
 
 
 def _call(url: str | None, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -170,3 +174,62 @@ def token(
     codec = TokenCodec(settings.jwt_secret_value, settings.jwt_ttl_s)
     principal = Principal(Role.ADMIN, None) if admin else Principal(Role.TRADER, user_id)
     typer.echo(codec.issue(principal, ttl_s=ttl_s))
+
+
+def _settlement_line(s: dict[str, Any]) -> str:
+    trade = f"trade {s['trade_id']}" if s["trade_id"] else s["kind"]
+    when = s["failed_at"] or s["settled_at"] or s["created_at"]
+    return (
+        f"{s['id']}\t{trade}\t{s['status']}\tattempts={s['attempts']}\t{when}\t{s['reason'] or ''}"
+    )
+
+
+@settlement_app.command("list")
+def settlement_list(
+    status: Annotated[
+        str, typer.Option(help="SETTLEMENT_FAILED (the dead-letter queue), PENDING or SETTLED.")
+    ] = "SETTLEMENT_FAILED",
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List settlements: by default the dead-letter queue, with why each failed."""
+    data = _call(url, "GET", f"/settlements?status={status}&limit={limit}")
+    _show(data, as_json, "\n".join(_settlement_line(s) for s in data) or "(none)")
+
+
+@settlement_app.command("show")
+def settlement_show(
+    settlement_id: Annotated[int, typer.Argument(min=1)],
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """One settlement with the state of each wallet leg."""
+    data = _call(url, "GET", f"/settlements/{settlement_id}")
+    legs = "\n".join(
+        f"  {leg['name']}\t{leg['op']} {leg['amount']} {leg['asset']} ({leg['account']})"
+        f"\tuser {leg['user_id']}\t{leg['state']} g{leg['generation']}"
+        for leg in data["legs"]
+    )
+    _show(data, as_json, f"{_settlement_line(data)}\n{legs}")
+
+
+@settlement_app.command("replay")
+def settlement_replay(
+    settlement_id: Annotated[int | None, typer.Argument(min=1, help="One settlement.")] = None,
+    replay_all: Annotated[
+        bool, typer.Option("--all", help="Every settlement in the dead-letter queue.")
+    ] = False,
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Replay dead-lettered settlements: back to PENDING, settled by the workers."""
+    if replay_all == (settlement_id is not None):
+        typer.echo("give a SETTLEMENT_ID or --all (not both)", err=True)
+        raise typer.Exit(2)
+    if replay_all:
+        data = _call(url, "POST", "/settlements/replay")
+        _show(data, as_json, f"replayed {len(data['replayed'])}: {' '.join(data['replayed'])}")
+        return
+    data = _call(url, "POST", f"/settlements/{settlement_id}/replay")
+    _show(data, as_json, _settlement_line(data))

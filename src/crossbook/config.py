@@ -8,7 +8,10 @@ Invariants (checked when the settings are built, a `ValueError` otherwise):
 - outside `environment = "development"` the JWT secret must be set, at least
   `MIN_JWT_SECRET_CHARS` long, and not the development secret: a production
   server never runs with a secret anyone can read in this file;
-- every limit is positive.
+- every limit is positive;
+- remote-wallet mode (`wallet_url` set): outside development `wallet_token`
+  must be set (32+ characters); in development it defaults to the wallet
+  service's development token.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from crossbook.wallet_service.settings import DEVELOPMENT_SERVICE_TOKEN, MIN_SERVICE_TOKEN_CHARS
 
 DEVELOPMENT_JWT_SECRET = "crossbook-development-secret-not-for-production"
 MIN_JWT_SECRET_CHARS = 32
@@ -57,6 +62,19 @@ class Settings(BaseSettings):
     ws_max_pending_messages: int = Field(2_000, gt=0)  # per connection, then disconnected
     ws_max_subscriptions: int = Field(100, gt=0)  # channels per connection
 
+    # remote-wallet mode: balances live in the wallet service at this URL (off when None)
+    wallet_url: str | None = None
+    wallet_token: SecretStr | None = None
+    wallet_timeout_ms: int = Field(5_000, gt=0)  # per wallet call
+    settlement_workers: int = Field(10, gt=0)
+    settlement_max_attempts: int = Field(3, gt=0)
+    settlement_backoff_ms: int = Field(1_000, gt=0)  # first retry's wait (then doubling)
+    settlement_max_backoff_ms: int = Field(30_000, gt=0)
+    settlement_queue_capacity: int = Field(10_000, gt=0)
+    breaker_failure_threshold: int = Field(5, gt=0)  # consecutive failures that open it
+    breaker_reset_ms: int = Field(5_000, gt=0)  # open this long, then one probe
+    market_buy_hold_margin_bps: int = Field(500, ge=0, le=10_000)  # slippage held beyond cost
+
     # fee rates of the markets created on an empty database (decimal strings)
     maker_fee_rate: str = "0.0005"
     taker_fee_rate: str = "0.001"
@@ -72,6 +90,26 @@ class Settings(BaseSettings):
                 f"{MIN_JWT_SECRET_CHARS} characters outside development"
             )
         return self
+
+    @model_validator(mode="after")
+    def _wallet_is_safe(self) -> Settings:
+        if self.settlement_backoff_ms > self.settlement_max_backoff_ms:
+            raise ValueError("settlement_backoff_ms must not exceed settlement_max_backoff_ms")
+        if self.wallet_url is None or self.environment == "development":
+            return self
+        token = "" if self.wallet_token is None else self.wallet_token.get_secret_value()
+        if token == DEVELOPMENT_SERVICE_TOKEN or len(token) < MIN_SERVICE_TOKEN_CHARS:
+            raise ValueError(
+                "CROSSBOOK_WALLET_TOKEN must be set to the wallet service's token "
+                f"(at least {MIN_SERVICE_TOKEN_CHARS} characters) outside development"
+            )
+        return self
+
+    @property
+    def wallet_token_value(self) -> str:
+        if self.wallet_token is None:
+            return DEVELOPMENT_SERVICE_TOKEN  # only reachable in development (validated above)
+        return self.wallet_token.get_secret_value()
 
     @property
     def jwt_secret_value(self) -> str:

@@ -98,7 +98,7 @@ def databases() -> Iterator[Databases]:
     created.drop_all()
 
 
-ServerFactory = Callable[[str], tuple[ServerProcess, str]]
+ServerFactory = Callable[..., tuple[ServerProcess, str]]  # (name, extra_env=None)
 
 
 @pytest.fixture(scope="session")
@@ -109,9 +109,11 @@ def start_server(
     log_dir = tmp_path_factory.mktemp("e2e-logs")
     servers: list[ServerProcess] = []
 
-    def start(name: str) -> tuple[ServerProcess, str]:
+    def start(name: str, extra_env: dict[str, str] | None = None) -> tuple[ServerProcess, str]:
         database, url = databases.create()
-        server = ServerProcess(name, url, log_dir, jwt_secret=secrets.token_urlsafe(48))
+        server = ServerProcess(
+            name, url, log_dir, jwt_secret=secrets.token_urlsafe(48), extra_env=extra_env
+        )
         servers.append(server)
         server.start()
         return server, database

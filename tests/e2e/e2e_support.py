@@ -95,11 +95,19 @@ class ServerProcess:
 
     started: ClassVar[list[ServerProcess]] = []  # every server of the session (for logs)
 
-    def __init__(self, name: str, database_url: str, log_dir: Path, jwt_secret: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        database_url: str,
+        log_dir: Path,
+        jwt_secret: str,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.database_url = database_url
         self.log_dir = log_dir
         self.jwt_secret = jwt_secret
+        self.extra_env = dict(extra_env or {})  # e.g. remote-wallet mode's settings
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log_paths: list[Path] = []
@@ -126,6 +134,7 @@ class ServerProcess:
             CROSSBOOK_MAKER_FEE_RATE=MAKER_FEE_RATE,
             CROSSBOOK_TAKER_FEE_RATE=TAKER_FEE_RATE,
         )
+        env.update(self.extra_env)
         return env
 
     def start(self) -> None:

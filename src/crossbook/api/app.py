@@ -29,13 +29,21 @@ from crossbook.api.envelope import failure
 from crossbook.api.errors import FIELD_CODES, ApiCode, ApiError, from_domain
 from crossbook.api.metrics import ApiMetrics
 from crossbook.api.middleware import GatewayMiddleware
-from crossbook.api.routes import account, admin, market, ops, orders
+from crossbook.api.routes import account, admin, market, ops, orders, settlements
 from crossbook.api.ws import StreamHub
 from crossbook.api.ws import router as ws_router
 from crossbook.config import Settings
 from crossbook.domain import DomainError
 
-ROUTERS = (orders.router, market.router, account.router, admin.router, ops.router, ws_router)
+ROUTERS = (
+    orders.router,
+    market.router,
+    account.router,
+    admin.router,
+    settlements.router,
+    ops.router,
+    ws_router,
+)
 log = structlog.get_logger(__name__)
 DECIMAL_FIELDS = frozenset({"price", "stop_price", "quantity", "quote_quantity", "amount"})
 

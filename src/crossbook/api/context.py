@@ -4,7 +4,8 @@ Handlers reach it through `context_of(request)`; they never construct adapters.
 Reads of public market state go through `market_data` (a projection of committed
 events); reads of accounts and history through `store` (the committed database);
 every change goes through `engine.submit`. So nothing a handler returns can
-show an uncommitted change (DESIGN rule 4).
+show an uncommitted change (DESIGN rule 4). In remote-wallet mode `wallet` is
+set: balances are read from the wallet service, and orders are held there first.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from crossbook.api.auth import Principal, Role, TokenCodec, bearer_token
 from crossbook.api.errors import ApiCode, ApiError
 from crossbook.api.metrics import ApiMetrics
 from crossbook.api.rate_limit import RateLimiter
+from crossbook.api.wallet_entry import WalletAccess
 from crossbook.config import Settings
 from crossbook.domain import Command, DomainError, ErrorCode, Event, MarketSpec
 from crossbook.engine.market_data import MarketData, MarketInfo
@@ -46,6 +48,7 @@ class ApiContext:
     tokens: TokenCodec
     rate_limiter: RateLimiter
     metrics: ApiMetrics
+    wallet: WalletAccess | None = None  # remote-wallet mode: balances live in the wallet
 
     # -- markets ---------------------------------------------------------------------
 

@@ -6,12 +6,16 @@ The engine's queue depth and availability are read when scraped, not pushed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from crossbook.engine.breaker import BreakerState
 from crossbook.engine.engine import BatchStats
+from crossbook.engine.settlement import SettlementStats
 
 __all__ = ["CONTENT_TYPE", "ApiMetrics"]
 
@@ -19,6 +23,8 @@ _LATENCY_BUCKETS_S = (
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 )  # fmt: skip
 _BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+_SETTLEMENT_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BREAKER_STATE_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
 
 class ApiMetrics:
@@ -58,6 +64,12 @@ class ApiMetrics:
             buckets=_LATENCY_BUCKETS_S,
             registry=r,
         )
+        self.settlement_seconds = Histogram(
+            "crossbook_settlement_latency_seconds",
+            "From a trade's commit to its last wallet leg (remote-wallet mode)",
+            buckets=_SETTLEMENT_BUCKETS_S,
+            registry=r,
+        )
         self.ws_connections = Gauge(
             "crossbook_websocket_connections", "Open WebSocket connections", registry=r
         )
@@ -67,6 +79,34 @@ class ApiMetrics:
             ["reason"],
             registry=r,
         )
+
+    def watch_settlements(
+        self,
+        stats: SettlementStats,
+        pending: Callable[[], int],
+        breaker: Callable[[], BreakerState],
+    ) -> None:
+        """Remote-wallet mode: settlement and circuit-breaker figures, read when scraped."""
+        r = self.registry
+        Gauge(
+            "crossbook_settlements_pending",
+            "Settlements queued or in progress in this process",
+            registry=r,
+        ).set_function(lambda: float(pending()))
+        Gauge(
+            "crossbook_settlement_dead_letters",
+            "Settlements in the dead-letter queue (SETTLEMENT_FAILED)",
+            registry=r,
+        ).set_function(lambda: float(stats.dead_letter_size))
+        Gauge(
+            "crossbook_wallet_breaker_state",
+            "The wallet client's circuit breaker: 0 closed, 1 half-open, 2 open",
+            registry=r,
+        ).set_function(lambda: float(BREAKER_STATE_VALUE[breaker()]))
+        r.register(_SettlementCounters(stats))
+
+    def on_settled(self, latency_ms: int) -> None:
+        self.settlement_seconds.observe(latency_ms / 1000)
 
     def watch_engine(self, queue_depth: Callable[[], int], available: Callable[[], bool]) -> None:
         self.queue_depth.set_function(lambda: float(queue_depth()))
@@ -78,3 +118,23 @@ class ApiMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _SettlementCounters(Collector):
+    """Counters kept by the settlement service, exported as they stand when scraped."""
+
+    def __init__(self, stats: SettlementStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats
+        for name, text, value in (
+            ("crossbook_settlements_settled", "Settlements completed", stats.settled),
+            ("crossbook_settlement_retries", "Wallet calls retried after a transient failure",
+             stats.retries),
+            ("crossbook_settlements_dead_lettered", "Settlements put in the dead-letter queue",
+             stats.dead_lettered),
+            ("crossbook_settlements_replayed", "Dead-lettered settlements replayed",
+             stats.replayed),
+        ):  # fmt: skip
+            yield CounterMetricFamily(name, text, value=value)

@@ -265,6 +265,36 @@ class TransferOut(_Out):
     balance: BalanceOut
 
 
+class SettlementLegOut(_Out):
+    name: str = Field(examples=["buyer_pays"])
+    op: str = Field(examples=["debit"])
+    user_id: str
+    asset: str
+    amount: str
+    account: str = Field(examples=["locked"])
+    target_key: str | None
+    state: str = Field(examples=["applied"])
+    generation: int
+
+
+class SettlementOut(_Out):
+    id: str
+    kind: str = Field(examples=["trade"])
+    trade_id: str | None
+    status: str = Field(examples=["SETTLEMENT_FAILED"])
+    attempts: int
+    reason: str | None
+    created_at: str
+    updated_at: str
+    settled_at: str | None
+    failed_at: str | None
+    legs: list[SettlementLegOut]
+
+
+class ReplayOut(_Out):
+    replayed: list[str]
+
+
 class HealthOut(_Out):
     status: str
     checks: dict[str, str] = {}

@@ -42,7 +42,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import structlog
@@ -130,7 +130,6 @@ class SettlementStats:
     retries: int = 0
     replayed: int = 0
     dead_letter_size: int = 0  # SETTLEMENT_FAILED in the store
-    latencies_ms: list[float] = field(default_factory=list)  # drained by metrics
 
 
 class SettlementNotFoundError(Exception):
@@ -175,8 +174,10 @@ class SettlementService:
         clock: Clock,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_settled: Callable[[int], None] | None = None,
     ) -> None:
         self._store = store
+        self._on_settled = on_settled  # metrics: each settlement's latency in ms
         self._wallet = wallet
         self.policy = policy or RetryPolicy()
         self.limits = limits or SettlementLimits()
@@ -240,6 +241,14 @@ class SettlementService:
         self._known.add(settlement_id)
 
     # -- the dead-letter queue ------------------------------------------------------
+
+    async def get(self, settlement_id: int) -> StoredSettlement | None:
+        return await self._store.get_settlement(settlement_id)
+
+    async def list_settlements(
+        self, status: SettlementStatus, *, after_id: int = 0, limit: int = 100
+    ) -> list[StoredSettlement]:
+        return await self._store.list_settlements(status, after_id=after_id, limit=limit)
 
     async def replay(self, settlement_id: int) -> StoredSettlement:
         """Put a failed settlement back to PENDING (compensated legs get fresh keys)."""
@@ -350,10 +359,8 @@ class SettlementService:
             )
         )
         self.stats.settled += 1
-        latencies = self.stats.latencies_ms
-        latencies.append(max(0, now - settlement.created_at_ms))
-        if len(latencies) > self.limits.queue_capacity:  # metrics did not drain them
-            del latencies[: len(latencies) // 2]
+        if self._on_settled is not None:
+            self._on_settled(max(0, now - settlement.created_at_ms))
 
     async def _apply_legs(self, settlement: StoredSettlement, run: _Run) -> None:
         """Apply every leg not applied yet, in order."""

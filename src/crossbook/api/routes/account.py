@@ -15,6 +15,7 @@ from crossbook.api.errors import ApiCode, ApiError
 from crossbook.api.routes.common import (
     API_PREFIX,
     DEFAULT_PAGE_LIMIT,
+    balances_json,
     bearer,
     check_limit,
     context,
@@ -25,7 +26,7 @@ from crossbook.api.routes.common import (
     trader_id,
 )
 from crossbook.api.schemas import BalanceOut, Envelope, PublicTradeOut, TradeOut
-from crossbook.api.views import balance_json, trade_json
+from crossbook.api.views import trade_json
 
 
 class _TradeWindow(TypedDict):
@@ -49,9 +50,7 @@ Context = Annotated[ApiContext, Depends(context)]
 async def balances(
     request: Request, user_id: Annotated[int, Depends(trader_id)], ctx: Context
 ) -> Response:
-    assets = ctx.market_data.assets()
-    rows = await ctx.store.list_balances(user_id)
-    return success(request, [balance_json(assets[b.asset], b) for b in rows])
+    return success(request, await balances_json(ctx, user_id))
 
 
 @router.get(

@@ -22,6 +22,7 @@ from crossbook.api.routes.common import (
     API_PREFIX,
     DEFAULT_PAGE_LIMIT,
     admin,
+    balances_json,
     check_limit,
     context,
     errors,
@@ -56,6 +57,7 @@ from crossbook.domain import (
     Withdraw,
 )
 from crossbook.engine.views import StoredBalance, StoredUser
+from crossbook.engine.wallet import WalletOpKind
 
 router = APIRouter(prefix=f"{API_PREFIX}/admin", tags=["admin"], dependencies=[Depends(admin)])
 Context = Annotated[ApiContext, Depends(context)]
@@ -115,9 +117,7 @@ async def issue_token(
 )
 async def user_balances(request: Request, user_id: UserIdPath, ctx: Context) -> Response:
     uid = await _account_id(ctx, user_id)
-    assets = ctx.market_data.assets()
-    rows = await ctx.store.list_balances(uid)
-    return success(request, [balance_json(assets[b.asset], b) for b in rows])
+    return success(request, await balances_json(ctx, uid))
 
 
 @router.post(
@@ -277,15 +277,22 @@ async def _transfer(
             "amount must be greater than 0",
             details={"field": "amount", "provided": body.amount},
         )
-    events = await submit(ctx, command_type(uid, asset.code, units), "admin")
-    balance = next(e for e in events if isinstance(e, BalanceChanged) and e.user_id == uid)
+    if ctx.wallet is None:
+        events = await submit(ctx, command_type(uid, asset.code, units), "admin")
+        changed = next(e for e in events if isinstance(e, BalanceChanged) and e.user_id == uid)
+        balance = StoredBalance(uid, asset.code, changed.available, changed.locked)
+    else:
+        kind = WalletOpKind.DEPOSIT if command_type is Deposit else WalletOpKind.WITHDRAW
+        await ctx.wallet.transfer(kind, uid, asset.code, units)
+        balances = await ctx.wallet.balances(uid)
+        balance = next(
+            (b for b in balances if b.asset == asset.code), StoredBalance(uid, asset.code, 0, 0)
+        )
     data = {
         "user_id": str(uid),
         "asset": asset.code,
         "amount": asset.format_amount(units),
-        "balance": balance_json(
-            asset, StoredBalance(uid, asset.code, balance.available, balance.locked)
-        ),
+        "balance": balance_json(asset, balance),
     }
     return success(request, data, status=201)
 

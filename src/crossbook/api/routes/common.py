@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
 from fastapi import Depends
@@ -13,7 +14,17 @@ from crossbook.api.envelope import ms_from_iso
 from crossbook.api.errors import ApiCode, ApiError
 from crossbook.api.rate_limit import retry_after_header
 from crossbook.api.schemas import ErrorEnvelope
-from crossbook.domain import Command, DomainError, ErrorCode, Event
+from crossbook.api.views import balance_json
+from crossbook.api.wallet_entry import UnknownHoldError, wallet_unavailable
+from crossbook.domain import (
+    AmendOrder,
+    Command,
+    DomainError,
+    ErrorCode,
+    Event,
+    PlaceOrder,
+    VoidHold,
+)
 from crossbook.engine.engine import EngineOverloadedError, EngineUnavailableError
 from crossbook.engine.ports import MAX_READ_LIMIT
 
@@ -33,7 +44,8 @@ _ERROR_TEXT = {
     409: "Conflicts with the current state (MARKET_HALTED, DUPLICATE_CLIENT_ORDER_ID …)",
     413: "Body too large (PAYLOAD_TOO_LARGE)",
     429: "Rate limited or engine overloaded; see Retry-After",
-    503: "Engine unavailable (ENGINE_UNAVAILABLE); retry, safely with the same client id",
+    503: "Engine or wallet unavailable (ENGINE_UNAVAILABLE, WALLET_UNAVAILABLE); retry,"
+    " safely with the same client id",
 }
 
 
@@ -91,6 +103,52 @@ async def submit(ctx: ApiContext, command: Command, action: str) -> list[Event]:
         ) from None
     ctx.metrics.orders.labels(action, "ok").inc()
     return events
+
+
+async def submit_funded(
+    ctx: ApiContext, hold: Awaitable[PlaceOrder | AmendOrder], action: str
+) -> list[Event]:
+    """Remote-wallet mode: await the wallet's hold, then submit the command carrying it.
+
+    A hold whose outcome is unknown is voided through the engine (durably), or
+    directly if the engine cannot take it; so is a hold the engine never saw.
+    """
+    wallet = ctx.wallet
+    assert wallet is not None
+    try:
+        command = await hold
+    except UnknownHoldError as unknown:
+        ctx.metrics.orders.labels(action, ApiCode.WALLET_UNAVAILABLE).inc()
+        try:
+            await ctx.engine.submit(unknown.void)
+        except (EngineOverloadedError, EngineUnavailableError):
+            wallet.void_in_background(unknown.void)
+        raise wallet_unavailable(unknown.reason) from None
+    except DomainError as error:
+        ctx.metrics.orders.labels(action, error.code).inc()
+        raise
+    except ApiError as error:
+        ctx.metrics.orders.labels(action, error.code).inc()
+        raise
+    try:
+        return await submit(ctx, command, action)
+    except ApiError as error:
+        if command.hold is not None and error.code in _ENGINE_REFUSALS:
+            wallet.void_in_background(VoidHold(command.user_id, command.hold))
+        raise
+
+
+_ENGINE_REFUSALS = (ApiCode.ENGINE_OVERLOADED, ApiCode.ENGINE_UNAVAILABLE)
+
+
+async def balances_json(ctx: ApiContext, user_id: int) -> list[dict[str, Any]]:
+    """A user's balances, from the wallet in remote-wallet mode, else from the store."""
+    if ctx.wallet is None:
+        rows = await ctx.store.list_balances(user_id)
+    else:
+        rows = await ctx.wallet.balances(user_id)
+    assets = ctx.market_data.assets()
+    return [balance_json(assets[b.asset], b) for b in rows if b.asset in assets]
 
 
 def parse_id(text: str, code: str, what: str) -> int:

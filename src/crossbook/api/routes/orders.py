@@ -28,6 +28,7 @@ from crossbook.api.routes.common import (
     parse_time_ms,
     rate_limited,
     submit,
+    submit_funded,
     trader_id,
 )
 from crossbook.api.schemas import (
@@ -69,7 +70,13 @@ async def place_order(
     """
     rate_limited(ctx, user_id)
     spec = ctx.market(body.symbol).spec
-    events = await submit(ctx, place_command(spec, body, user_id), "place")
+    command = place_command(spec, body, user_id)
+    if ctx.wallet is None:
+        events = await submit(ctx, command, "place")
+    else:
+        depth = ctx.settings.max_fills_per_order
+        held = ctx.wallet.hold_for_place(command, spec, ctx.market_data, depth)
+        events = await submit_funded(ctx, held, "place")
     order, trades = placed_order(events)
     data = {
         "order": order_json(spec, order),
@@ -143,7 +150,11 @@ async def amend_order(
     rate_limited(ctx, user_id)
     stored = await _owned_order(ctx, user_id, oid)
     spec = ctx.spec(stored.symbol)
-    events = await submit(ctx, amend_command(spec, body, user_id, oid), "amend")
+    command = amend_command(spec, body, user_id, oid)
+    if ctx.wallet is None:
+        events = await submit(ctx, command, "amend")
+    else:
+        events = await submit_funded(ctx, ctx.wallet.hold_for_amend(command, spec, stored), "amend")
     data = {
         "order": await _owned_order_json(ctx, user_id, oid),
         "trades": [trade_json(spec, t, user_id) for t in trades_of(events, oid)],

@@ -1,0 +1,168 @@
+"""`/admin/settlements`: remote-wallet mode's settlements and dead-letter queue.
+
+The dead-letter queue is the settlements in status SETTLEMENT_FAILED: each says
+why (`reason`), how many wallet calls failed (`attempts`), when, and the state
+of every leg. Replaying one puts it back to PENDING for the workers (legs that
+were compensated are applied afresh); it becomes SETTLED once all its legs are
+applied. In embedded mode there are no settlements: every route is 404.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from starlette.requests import Request
+from starlette.responses import Response
+
+from crossbook.api.context import ApiContext
+from crossbook.api.envelope import iso_ms, success
+from crossbook.api.errors import ApiCode, ApiError
+from crossbook.api.routes.common import (
+    API_PREFIX,
+    DEFAULT_PAGE_LIMIT,
+    admin,
+    check_limit,
+    context,
+    errors,
+    parse_id,
+)
+from crossbook.api.schemas import Envelope, ReplayOut, SettlementOut
+from crossbook.engine.settlement import (
+    SettlementNotFailedError,
+    SettlementNotFoundError,
+    SettlementService,
+    StoredSettlement,
+)
+from crossbook.engine.settlement_plan import SettlementStatus
+
+router = APIRouter(
+    prefix=f"{API_PREFIX}/admin/settlements", tags=["admin"], dependencies=[Depends(admin)]
+)
+Context = Annotated[ApiContext, Depends(context)]
+MAX_REPLAY_ALL = 1_000
+
+
+@router.get(
+    "",
+    response_model=Envelope[list[SettlementOut]],
+    responses=errors(400, 401, 403, 404),
+    summary="List settlements (default: the dead-letter queue)",
+)
+async def list_settlements(
+    request: Request,
+    ctx: Context,
+    status: Annotated[
+        str, Query(description="PENDING, SETTLED or SETTLEMENT_FAILED (the dead-letter queue)")
+    ] = SettlementStatus.SETTLEMENT_FAILED,
+    after: Annotated[str | None, Query(description="only settlements with a larger id")] = None,
+    limit: int = DEFAULT_PAGE_LIMIT,
+) -> Response:
+    service = _service(ctx)
+    check_limit(limit)
+    try:
+        wanted = SettlementStatus(status.upper())
+    except ValueError:
+        raise ApiError(
+            ApiCode.INVALID_REQUEST, "unknown settlement status", details={"status": status}
+        ) from None
+    after_id = 0 if after is None else parse_id(after, ApiCode.INVALID_REQUEST, "after")
+    found = await service.list_settlements(wanted, after_id=after_id, limit=limit)
+    return success(request, [settlement_json(ctx, s) for s in found])
+
+
+@router.get(
+    "/{settlement_id}",
+    response_model=Envelope[SettlementOut],
+    responses=errors(401, 403, 404),
+    summary="One settlement, with its legs",
+)
+async def get_settlement(request: Request, settlement_id: str, ctx: Context) -> Response:
+    service = _service(ctx)
+    found = await service.get(_id(settlement_id))
+    if found is None:
+        raise _not_found(settlement_id)
+    return success(request, settlement_json(ctx, found))
+
+
+@router.post(
+    "/replay",
+    response_model=Envelope[ReplayOut],
+    responses=errors(401, 403, 404),
+    summary="Replay every settlement in the dead-letter queue",
+)
+async def replay_all(request: Request, ctx: Context) -> Response:
+    replayed = await _service(ctx).replay_all(limit=MAX_REPLAY_ALL)
+    return success(request, {"replayed": [str(i) for i in replayed]})
+
+
+@router.post(
+    "/{settlement_id}/replay",
+    response_model=Envelope[SettlementOut],
+    responses=errors(401, 403, 404, 409),
+    summary="Replay one settlement of the dead-letter queue",
+)
+async def replay(request: Request, settlement_id: str, ctx: Context) -> Response:
+    service = _service(ctx)
+    try:
+        requeued = await service.replay(_id(settlement_id))
+    except SettlementNotFoundError:
+        raise _not_found(settlement_id) from None
+    except SettlementNotFailedError:
+        raise ApiError(
+            ApiCode.SETTLEMENT_NOT_FAILED,
+            "only a settlement in the dead-letter queue (SETTLEMENT_FAILED) can be replayed",
+            details={"id": settlement_id},
+        ) from None
+    return success(request, settlement_json(ctx, requeued))
+
+
+def settlement_json(ctx: ApiContext, s: StoredSettlement) -> dict[str, Any]:
+    assets = ctx.market_data.assets()
+
+    def amount(asset: str, units: int) -> str:
+        known = assets.get(asset)
+        return str(units) if known is None else known.format_amount(units)
+
+    return {
+        "id": str(s.settlement_id),
+        "kind": str(s.kind),
+        "trade_id": None if s.trade_id is None else str(s.trade_id),
+        "status": str(s.status),
+        "attempts": s.attempts,
+        "reason": s.reason,
+        "created_at": iso_ms(s.created_at_ms),
+        "updated_at": iso_ms(s.updated_at_ms),
+        "settled_at": None if s.settled_at_ms is None else iso_ms(s.settled_at_ms),
+        "failed_at": None if s.failed_at_ms is None else iso_ms(s.failed_at_ms),
+        "legs": [
+            {
+                "name": leg.name,
+                "op": str(leg.kind),
+                "user_id": str(leg.user_id),
+                "asset": leg.asset,
+                "amount": amount(leg.asset, leg.amount_units),
+                "account": str(leg.account),
+                "target_key": leg.target_key,
+                "state": str(leg.state),
+                "generation": leg.generation,
+            }
+            for leg in s.legs
+        ],
+    }
+
+
+def _service(ctx: ApiContext) -> SettlementService:
+    if ctx.wallet is None:
+        raise ApiError(ApiCode.NOT_FOUND, "settlements exist only in remote-wallet mode")
+    return ctx.wallet.settlements
+
+
+def _id(text: str) -> int:
+    return parse_id(text, ApiCode.SETTLEMENT_NOT_FOUND, "settlement id")
+
+
+def _not_found(text: str) -> ApiError:
+    return ApiError(
+        ApiCode.SETTLEMENT_NOT_FOUND, f"settlement {text} not found", details={"id": text}
+    )

@@ -1,0 +1,29 @@
+"""The external wallet service (`crossbook wallet serve`): balances in a process of its own.
+
+The exchange engine in remote-wallet mode keeps no balances: it asks this
+service, through the `Wallet` port (`crossbook.engine.wallet`), to hold,
+release, debit and credit funds. The service has its own database (SQLite by
+default, PostgreSQL by URL) and an HTTP API authenticated by one service token.
+
+Modules: `settings` (CROSSBOOK_WALLET_*), `schema` and `migrations` (its own
+tables and Alembic history), `store` (SQLAlchemy Core), `service` (the domain
+`Ledger` in memory, one operation at a time, committed before it is answered),
+`bodies` (strict request validation), `faults` (injected failures for tests),
+`app` (the HTTP routes), `server` (uvicorn, logging, start and stop).
+
+Invariants:
+- balances per (user, asset) are integer minor units, available and locked,
+  never negative; per asset, sum(available + locked) + in_transit equals
+  deposits minus withdrawals, checked after every operation (a broken one
+  halts the service);
+- every operation carries a key and is applied at most once: a repeated key
+  with the same request answers the first receipt (`replayed`), with another
+  request it is refused; a refused operation records nothing;
+- nothing is answered before it is committed; after a failed commit the
+  balances are reloaded from the database, which is the truth.
+
+Known limits: one process per database (balances live in its memory), one
+operation per transaction (no group commit), no TLS, one shared service token
+(no per-client credentials or rotation without a restart); fault injection is
+for tests and refused in production.
+"""

@@ -1,0 +1,1 @@
+"""The wallet service's schema revisions, oldest first (`w0001`, …)."""

@@ -1,0 +1,149 @@
+"""The wallet service's records and refusals.
+
+`OperationRecord` is one row of `wallet_operations`: the request that created it
+(key, op, user, asset, amount, account, target key), what it did
+(`result_units`, `applied_at_ms`) and its status. `Receipt` is what a caller
+gets back: the record and whether this call replayed it.
+
+`WalletError` is an expected refusal with a stable `WalletCode`; `STATUS` maps
+each code to its HTTP status in ONE place. A refusal means nothing was applied
+and nothing recorded: the same key may be sent again later.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from crossbook.engine.wallet import WalletAccount, WalletOp, WalletOpKind
+from crossbook.wallet_service.schema import STATUS_APPLIED, STATUS_TOMBSTONE, STATUS_VOIDED
+
+INT64_MAX = 2**63 - 1
+MAX_ACCOUNT_UNITS = INT64_MAX  # available + locked of one (user, asset), see `schema`
+
+
+class OperationStatus(enum.StrEnum):
+    APPLIED = STATUS_APPLIED
+    VOIDED = STATUS_VOIDED  # a hold, released by the void named in `voided_by`
+    TOMBSTONE = STATUS_TOMBSTONE  # a hold key voided before the hold: the hold is refused
+
+
+@dataclass(frozen=True, slots=True)
+class OperationRecord:
+    key: str
+    kind: WalletOpKind
+    user_id: int
+    asset: str
+    amount_units: int  # as requested (0 for a void and a tombstone)
+    account: WalletAccount
+    target_key: str | None
+    result_units: int  # what moved: the amount, or for a void the amount it released
+    applied_at_ms: int
+    status: OperationStatus = OperationStatus.APPLIED
+    voided_by: str | None = None
+
+    @classmethod
+    def of(cls, op: WalletOp, result_units: int, applied_at_ms: int) -> OperationRecord:
+        return cls(
+            op.key,
+            op.kind,
+            op.user_id,
+            op.asset,
+            op.amount_units,
+            op.account,
+            op.target_key,
+            result_units,
+            applied_at_ms,
+        )
+
+    @classmethod
+    def tombstone(cls, void: WalletOp, applied_at_ms: int) -> OperationRecord:
+        """The row that reserves a hold key `void` targeted before any hold used it."""
+        assert void.kind is WalletOpKind.VOID and void.target_key, void
+        return cls(
+            void.target_key,
+            WalletOpKind.HOLD,
+            void.user_id,
+            void.asset,
+            0,
+            WalletAccount.AVAILABLE,
+            None,
+            0,
+            applied_at_ms,
+            OperationStatus.TOMBSTONE,
+            void.key,
+        )
+
+    def same_request(self, op: WalletOp) -> bool:
+        return (
+            self.kind is op.kind
+            and self.user_id == op.user_id
+            and self.asset == op.asset
+            and self.amount_units == op.amount_units
+            and self.account is op.account
+            and self.target_key == op.target_key
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    record: OperationRecord
+    replayed: bool
+
+
+class WalletCode(enum.StrEnum):
+    """Stable refusal codes of the wallet's API. Never rename one: clients match on them."""
+
+    INVALID_REQUEST = "INVALID_REQUEST"
+    UNAUTHORIZED = "UNAUTHORIZED"
+    NOT_FOUND = "NOT_FOUND"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+    HOLD_VOIDED = "HOLD_VOIDED"
+    VOID_TARGET_NOT_HOLD = "VOID_TARGET_NOT_HOLD"
+    VOID_TARGET_MISMATCH = "VOID_TARGET_MISMATCH"
+    INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"
+    BALANCE_LIMIT_EXCEEDED = "BALANCE_LIMIT_EXCEEDED"
+    INJECTED_REJECTION = "INJECTED_REJECTION"
+    WALLET_FAULT = "WALLET_FAULT"  # an injected 500
+    WALLET_UNAVAILABLE = "WALLET_UNAVAILABLE"  # the database failed: retry with the same key
+    WALLET_HALTED = "WALLET_HALTED"  # an invariant broke: the service stops
+    INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug
+
+
+STATUS: Mapping[WalletCode, int] = {
+    WalletCode.INVALID_REQUEST: 400,
+    WalletCode.UNAUTHORIZED: 401,
+    WalletCode.NOT_FOUND: 404,
+    WalletCode.METHOD_NOT_ALLOWED: 405,
+    WalletCode.IDEMPOTENCY_KEY_REUSED: 409,
+    WalletCode.HOLD_VOIDED: 409,
+    WalletCode.VOID_TARGET_NOT_HOLD: 409,
+    WalletCode.VOID_TARGET_MISMATCH: 409,
+    WalletCode.INSUFFICIENT_BALANCE: 422,
+    WalletCode.BALANCE_LIMIT_EXCEEDED: 422,
+    WalletCode.INJECTED_REJECTION: 422,
+    WalletCode.WALLET_FAULT: 500,
+    WalletCode.WALLET_UNAVAILABLE: 503,
+    WalletCode.WALLET_HALTED: 503,
+    WalletCode.INTERNAL_ERROR: 500,
+}
+
+
+class WalletError(Exception):
+    """An expected refusal: nothing was applied, nothing recorded."""
+
+    def __init__(self, code: WalletCode, message: str, **details: object) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.details: dict[str, object] = details
+
+    @property
+    def status(self) -> int:
+        return STATUS[self.code]
+
+
+class InvariantBrokenError(AssertionError):
+    """A wallet invariant does not hold: a bug. The service halts; nothing more is applied."""

@@ -1,0 +1,256 @@
+"""`WalletStore`: the wallet service's durable truth on SQLite or PostgreSQL (SQLAlchemy Core).
+
+    store = await WalletStore.open("sqlite:///crossbook-wallet.db")   # migrates first
+    state = await store.load()              # every balance and asset total
+    record = await store.operation(key)     # an idempotency key's row, or None
+    await store.commit(change)              # one transaction: all of it or none
+    await store.close()
+
+SQLite: stdlib `sqlite3` engines (`adapters.sql.engines`) used from worker
+threads, in WAL mode with `PRAGMA synchronous` from the URL (default FULL: a
+committed operation survives a crash of the process and of the machine);
+writes in `BEGIN IMMEDIATE`, reads in deferred snapshots. PostgreSQL: an async
+engine on asyncpg; a write is one READ COMMITTED transaction.
+
+Invariants:
+- after `commit(change)` returns, the whole change is committed; if it raises,
+  the caller cannot know whether it was (the connection may have dropped after
+  COMMIT was sent) and must re-read the database (`load`, `operation`);
+- `commit` inserts the operation row with a plain INSERT: a key that another
+  writer recorded meanwhile fails the whole transaction instead of being
+  overwritten.
+
+Known limits: one service process per database (the service keeps the
+balances in memory and is their only writer); no retry here, the caller decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import Connection, Engine, Table, event, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from crossbook.adapters.sql.database import DatabaseUrl
+from crossbook.adapters.sql.engines import postgres_engine, sqlite_engine
+from crossbook.adapters.sql.migrate import Migrations, upgrade
+from crossbook.adapters.sql.rows import wide_value
+from crossbook.engine.views import StoredBalance
+from crossbook.engine.wallet import WalletAccount, WalletOpKind
+from crossbook.wallet_service.model import OperationRecord, OperationStatus
+from crossbook.wallet_service.schema import (
+    VERSION_TABLE,
+    metadata,
+    wallet_assets,
+    wallet_balances,
+    wallet_operations,
+)
+
+T = TypeVar("T")
+
+WALLET_MIGRATIONS = Migrations(
+    script_location=Path(__file__).resolve().parent / "migrations",
+    metadata=metadata,
+    version_table=VERSION_TABLE,
+    lock_key=0x77616C6C6574,  # pg_advisory_xact_lock key ("wallet")
+)
+POSTGRES_POOL_SIZE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class AssetTotals:
+    asset: str
+    net_deposits: int
+    in_transit: int
+
+
+@dataclass(frozen=True, slots=True)
+class WalletState:
+    """Everything the service keeps in memory: the committed balances and asset totals."""
+
+    balances: list[StoredBalance]
+    assets: list[AssetTotals]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one operation writes, in one transaction."""
+
+    record: OperationRecord  # inserted
+    balances: Sequence[StoredBalance] = ()  # upserted: the balances it touched
+    assets: Sequence[AssetTotals] = ()  # upserted: the totals of the assets it touched
+    voided_key: str | None = None  # a hold now voided by `record.key`
+    tombstone: OperationRecord | None = None  # inserted: a hold key reserved by a void
+
+
+class _Runner(Protocol):
+    async def run(self, work: Callable[[Connection], T], *, write: bool) -> T:
+        """`work` on a connection, in one transaction (committed if `write`)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class _SqliteRunner:
+    def __init__(self, db: DatabaseUrl) -> None:
+        self._write = sqlite_engine(db, begin="IMMEDIATE")
+        self._read = sqlite_engine(db, begin="DEFERRED")
+        for engine in (self._write, self._read):
+            _set_durability(engine, db.sqlite_synchronous)
+
+    async def run(self, work: Callable[[Connection], T], *, write: bool) -> T:
+        engine = self._write if write else self._read
+        return await asyncio.to_thread(_in_transaction, engine, work)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._write.dispose)
+        await asyncio.to_thread(self._read.dispose)
+
+
+def _set_durability(engine: Engine, synchronous: str) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA journal_mode = WAL")
+        dbapi_connection.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+
+
+def _in_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
+    with engine.begin() as connection:
+        return work(connection)
+
+
+class _PostgresRunner:
+    def __init__(self, db: DatabaseUrl) -> None:
+        self._engine: AsyncEngine = postgres_engine(db, pool_size=POSTGRES_POOL_SIZE)
+
+    async def run(self, work: Callable[[Connection], T], *, write: bool) -> T:
+        if write:
+            async with self._engine.begin() as connection:
+                return await connection.run_sync(work)
+        async with self._engine.connect() as connection:
+            return await connection.run_sync(work)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+
+class WalletStore:
+    """The wallet's tables on one database (see the module docstring)."""
+
+    def __init__(self, db: DatabaseUrl, runner: _Runner) -> None:
+        self.db = db
+        self._runner = runner
+
+    @classmethod
+    async def open(cls, url: str, *, migrate: bool = True) -> WalletStore:
+        """Connect to `url`, bring its schema up to date (unless `migrate=False`)."""
+        db = DatabaseUrl.parse(url)
+        if migrate:
+            await asyncio.to_thread(upgrade, url, "head", WALLET_MIGRATIONS)
+        runner: _Runner = _SqliteRunner(db) if db.is_sqlite else _PostgresRunner(db)
+        return cls(db, runner)
+
+    async def close(self) -> None:
+        await self._runner.close()
+
+    async def load(self) -> WalletState:
+        return await self._runner.run(_load, write=False)
+
+    async def operation(self, key: str) -> OperationRecord | None:
+        return await self._runner.run(lambda c: _operation(c, key), write=False)
+
+    async def commit(self, change: Change) -> None:
+        await self._runner.run(lambda c: _commit(c, change), write=True)
+
+
+def _load(connection: Connection) -> WalletState:
+    balances = [
+        StoredBalance(row.user_id, row.asset, row.available, row.locked)
+        for row in connection.execute(select(wallet_balances))
+    ]
+    assets = [
+        AssetTotals(row.asset, int(row.net_deposits), int(row.in_transit))
+        for row in connection.execute(select(wallet_assets))
+    ]
+    return WalletState(balances, assets)
+
+
+def _operation(connection: Connection, key: str) -> OperationRecord | None:
+    query = select(wallet_operations).where(wallet_operations.c.key == key)
+    row = connection.execute(query).mappings().first()
+    if row is None:
+        return None
+    return OperationRecord(
+        key=row["key"],
+        kind=WalletOpKind(row["op"]),
+        user_id=row["user_id"],
+        asset=row["asset"],
+        amount_units=row["amount_units"],
+        account=WalletAccount(row["account"]),
+        target_key=row["target_key"],
+        result_units=row["result_units"],
+        applied_at_ms=row["applied_at_ms"],
+        status=OperationStatus(row["status"]),
+        voided_by=row["voided_by"],
+    )
+
+
+def _operation_row(record: OperationRecord) -> dict[str, Any]:
+    return {
+        "key": record.key,
+        "op": record.kind.value,
+        "user_id": record.user_id,
+        "asset": record.asset,
+        "amount_units": record.amount_units,
+        "account": record.account.value,
+        "target_key": record.target_key,
+        "result_units": record.result_units,
+        "applied_at_ms": record.applied_at_ms,
+        "status": record.status.value,
+        "voided_by": record.voided_by,
+    }
+
+
+def _commit(connection: Connection, change: Change) -> None:
+    as_text = connection.dialect.name == "sqlite"
+    connection.execute(wallet_operations.insert(), _operation_row(change.record))
+    if change.tombstone is not None:
+        connection.execute(wallet_operations.insert(), _operation_row(change.tombstone))
+    if change.voided_key is not None:
+        voided = (
+            update(wallet_operations)
+            .where(
+                wallet_operations.c.key == change.voided_key,
+                wallet_operations.c.status == OperationStatus.APPLIED.value,
+            )
+            .values(status=OperationStatus.VOIDED.value, voided_by=change.record.key)
+        )
+        if connection.execute(voided).rowcount != 1:
+            raise RuntimeError(f"hold {change.voided_key!r} is no longer applied")
+    for balance in change.balances:
+        row = {
+            "user_id": balance.user_id,
+            "asset": balance.asset,
+            "available": balance.available,
+            "locked": balance.locked,
+        }
+        _upsert(connection, wallet_balances, row, ("user_id", "asset"))
+    for totals in change.assets:
+        row = {
+            "asset": totals.asset,
+            "net_deposits": wide_value(totals.net_deposits, as_text=as_text),
+            "in_transit": wide_value(totals.in_transit, as_text=as_text),
+        }
+        _upsert(connection, wallet_assets, row, ("asset",))
+
+
+def _upsert(connection: Connection, table: Table, row: dict[str, Any], key: Sequence[str]) -> None:
+    insert = (postgresql if connection.dialect.name == "postgresql" else sqlite).insert(table)
+    updates = {name: insert.excluded[name] for name in row if name not in key}
+    connection.execute(insert.on_conflict_do_update(index_elements=key, set_=updates), row)
