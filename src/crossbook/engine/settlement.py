@@ -186,7 +186,9 @@ class SettlementService:
         self._sleep = sleep
         self._queue: asyncio.Queue[int] = asyncio.Queue(self.limits.queue_capacity)
         self._known: set[int] = set()  # queued or being settled
-        self._rescan = asyncio.Event()
+        self._scan_needed = True  # ids may be in the store that are not queued
+        self._wake_scan = asyncio.Event()
+        self._has_room = asyncio.Event()
         self._idle = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.stats = SettlementStats()
@@ -198,7 +200,7 @@ class SettlementService:
         self.stats.dead_letter_size = await self._store.count_settlements(
             SettlementStatus.SETTLEMENT_FAILED
         )
-        self._rescan.set()
+        self._scan_needed = True
         self._tasks.append(asyncio.create_task(self._scan_loop(), name="settlement-scan"))
         for n in range(self.limits.workers):
             self._tasks.append(asyncio.create_task(self._work(), name=f"settlement-{n}"))
@@ -218,7 +220,7 @@ class SettlementService:
 
     async def wait_idle(self) -> None:
         """Until nothing is queued, in progress, or waiting to be found by a scan."""
-        while self._known or self._rescan.is_set():
+        while self._known or self._scan_needed:
             self._idle.clear()
             await self._idle.wait()
 
@@ -236,7 +238,8 @@ class SettlementService:
         try:
             self._queue.put_nowait(settlement_id)
         except asyncio.QueueFull:
-            self._rescan.set()  # it is in the store: the next scan finds it
+            self._scan_needed = True  # it is in the store: the next scan finds it
+            self._wake_scan.set()
             return
         self._known.add(settlement_id)
 
@@ -286,30 +289,44 @@ class SettlementService:
     # -- scanning and working ---------------------------------------------------------
 
     async def _scan_loop(self) -> None:
+        rescan_s = self.limits.rescan_ms / 1000
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._rescan.wait(), self.limits.rescan_ms / 1000)
+            if not self._scan_needed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake_scan.wait(), rescan_s)
+            self._wake_scan.clear()
+            self._scan_needed = False
             try:
-                await self._scan()
+                complete = await self._scan()
             except Exception:
-                log.exception("settlement scan failed; retrying at the next interval")
+                log.exception("settlement scan failed; retrying")
+                self._scan_needed = True
+                await self._sleep(rescan_s)
                 continue
-            self._rescan.clear()
+            if not complete:  # the queue filled up: scan again once the workers made room
+                self._scan_needed = True
+                while self._queue.full():
+                    self._has_room.clear()
+                    await self._has_room.wait()
             self._signal_idle()
 
-    async def _scan(self) -> None:
+    async def _scan(self) -> bool:
+        """Queue the PENDING settlements of the store; False if the queue filled up first."""
         after = 0
-        while not self._queue.full():
+        while True:
+            if self._queue.full():
+                return False
             ids = await self._store.pending_settlement_ids(after_id=after, limit=SCAN_PAGE)
             for settlement_id in ids:
                 self._offer(settlement_id)
             if len(ids) < SCAN_PAGE:
-                return
+                return not self._queue.full() or not ids
             after = ids[-1]
 
     async def _work(self) -> None:
         while True:
             settlement_id = await self._queue.get()
+            self._has_room.set()
             try:
                 await self._settle(settlement_id)
             except asyncio.CancelledError:
@@ -318,13 +335,14 @@ class SettlementService:
                 # the store failed (the wallet's failures are handled inside): the
                 # settlement stays PENDING in the store and the next scan retries it
                 log.exception("settlement failed to record", settlement_id=settlement_id)
-                self._rescan.set()
+                self._scan_needed = True
+                self._wake_scan.set()
             finally:
                 self._known.discard(settlement_id)
                 self._signal_idle()
 
     def _signal_idle(self) -> None:
-        if not self._known and not self._rescan.is_set():
+        if not self._known and not self._scan_needed:
             self._idle.set()
 
     async def _settle(self, settlement_id: int) -> None:
