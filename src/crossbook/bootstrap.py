@@ -136,6 +136,7 @@ async def open_runtime(
             book_depth=SNAPSHOT_MAX_LEVELS,
             tokens=tokens,
             now_ms=now_ms,
+            engine_balances=settings.wallet_url is None,
         )
         relay.targets.append(hub)
         wallet = None if settings.wallet_url is None else _wallet_access(settings, store, metrics)

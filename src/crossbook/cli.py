@@ -12,6 +12,7 @@ Commands:
     crossbook deposit …      credit a balance        } admin API (the engine is the
     crossbook withdraw …     debit a balance         } only writer of money and
     crossbook market …       create / halt / resume  } markets)
+    crossbook settlement …   list / show / replay the remote-wallet dead-letter queue
     crossbook bench …        benchmarks (print figures; they assert nothing)
     crossbook loadtest       order entry over HTTP at a target rate (a benchmark too)
     crossbook wallet serve   run the external wallet service (a process and database of its own)
@@ -25,7 +26,14 @@ import structlog
 import typer
 
 from crossbook import __version__
-from crossbook.cli_admin import deposit, market_app, token, user_app, withdraw
+from crossbook.cli_admin import (
+    deposit,
+    market_app,
+    settlement_app,
+    token,
+    user_app,
+    withdraw,
+)
 from crossbook.cli_wallet import wallet_app
 
 app = typer.Typer(
@@ -40,6 +48,7 @@ bench_app = typer.Typer(
 app.add_typer(bench_app, name="bench")
 app.add_typer(user_app, name="user")
 app.add_typer(market_app, name="market")
+app.add_typer(settlement_app, name="settlement")
 app.add_typer(wallet_app, name="wallet")
 app.command("deposit")(deposit)
 app.command("withdraw")(withdraw)

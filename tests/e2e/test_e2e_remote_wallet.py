@@ -18,6 +18,7 @@ which is also how a leg applied twice would show.
 
 from __future__ import annotations
 
+import os
 import random
 import secrets
 import time
@@ -27,8 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import structlog
 from e2e_support import Exchange, Scenario, ServerProcess
+from typer.testing import CliRunner
+
+from crossbook.cli import app
 
 from wallet_support import WalletProcess
 
@@ -214,10 +220,11 @@ def test_500s_timeouts_and_dropped_answers_are_retried_and_never_applied_twice(
 
 
 def test_a_refused_leg_is_compensated_dead_lettered_and_settled_by_replay(
-    remote: Remote,
+    remote: Remote, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A permanent refusal of the buyer's credit: the legs applied before it are reversed,
-    the settlement is SETTLEMENT_FAILED with the reason, and a replay settles it."""
+    the settlement is SETTLEMENT_FAILED with the reason (listed by `crossbook settlement
+    list`, counted by the metrics), and `crossbook settlement replay` settles it."""
     remote.wallet.set_faults(
         [{"mode": "reject", "count": 1, "ops": ["credit"], "key_contains": "buyer_receives"}]
     )
@@ -231,8 +238,17 @@ def test_a_refused_leg_is_compensated_dead_lettered_and_settled_by_replay(
     assert states["buyer_pays"] == states["seller_delivers"] == "reversed"
     assert states["buyer_receives"] == states["seller_receives"] == "pending"
     check_wallet_books(remote.wallet)  # compensated: the wallet balances again
+    assert metric(remote.server, "crossbook_settlement_dead_letters") == 1
+    assert metric(remote.server, "crossbook_settlements_dead_lettered_total") == 1
 
-    settle_everything(remote)
+    listed = cli(monkeypatch, remote.server, "settlement", "list")
+    (line,) = listed.splitlines()
+    assert line.startswith(f"{failed['id']}\ttrade {failed['trade_id']}\tSETTLEMENT_FAILED")
+    assert "buyer_receives refused" in line
+    replayed = cli(monkeypatch, remote.server, "settlement", "replay", failed["id"])
+    assert replayed.startswith(f"{failed['id']}\ttrade {failed['trade_id']}\tPENDING")
+    wait_drained(remote.exchange)
+    assert metric(remote.server, "crossbook_settlement_dead_letters") == 0
     settled = remote.exchange.admin.ok("GET", f"/admin/settlements/{failed['id']}")
     assert settled["status"] == "SETTLED"
     generations = {leg["name"]: leg["generation"] for leg in settled["legs"]}
@@ -340,11 +356,28 @@ def test_the_breaker_opens_fails_fast_and_closes_after_a_probe(
 
 
 def breaker_state(server: ServerProcess) -> float:
-    import httpx  # noqa: PLC0415
+    return metric(server, "crossbook_wallet_breaker_state")
 
+
+def metric(server: ServerProcess, name: str) -> float:
     text = httpx.get(f"{server.url}/metrics", timeout=10).text
-    (line,) = [x for x in text.splitlines() if x.startswith("crossbook_wallet_breaker_state ")]
+    (line,) = [x for x in text.splitlines() if x.startswith(f"{name} ")]
     return float(line.split()[1])
+
+
+def cli(monkeypatch: pytest.MonkeyPatch, server: ServerProcess, *args: str) -> str:
+    """`crossbook …` against `server` (admin token signed with its secret); its output."""
+    for name in list(os.environ):
+        if name.startswith("CROSSBOOK_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("CROSSBOOK_JWT_SECRET", server.jwt_secret)
+    saved = structlog.get_config()
+    try:
+        result = CliRunner().invoke(app, [*args, "--url", server.url])
+    finally:
+        structlog.configure(**saved)
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip()
 
 
 # -- differential ----------------------------------------------------------------------------

@@ -20,7 +20,8 @@ acknowledgements, and data messages `{"type", "channel", "data"}`:
   `ticker` on subscribe and after each batch that traded or moved the best prices;
 - `orders`: `order` messages (`event` = accepted with the full order, or updated
   with its new state); `fills`: the caller's `fill`s with side, liquidity and fee;
-  `balances`: `balance` with the new available/locked of one asset. Private
+  `balances`: `balance` with the new available/locked of one asset (embedded
+  mode only: in remote-wallet mode balances are the wallet's). Private
   messages carry the event `sequence` (exchange-wide, increasing). When the
   token expires the private channels end with an UNAUTHORIZED `error`; the
   client authenticates again and resubscribes.
@@ -119,8 +120,12 @@ class StreamHub:
         book_depth: int,
         tokens: TokenCodec,
         now_ms: Callable[[], int],
+        engine_balances: bool = True,
     ) -> None:
         self.market_data = market_data
+        # remote-wallet mode: the engine's balances are only what it holds for open
+        # orders, not the user's balances (those are the wallet's): not streamed
+        self._engine_balances = engine_balances
         self.tokens = tokens
         self.metrics = metrics
         self.max_pending_messages = max_pending_messages
@@ -168,7 +173,11 @@ class StreamHub:
             elif isinstance(event, OrderAccepted | OrderUpdated):
                 if event.user_id in self._by_user:
                     self._send_user(event.user_id, "orders", self._order_message(event))
-            elif isinstance(event, BalanceChanged) and event.user_id in self._by_user:
+            elif (
+                isinstance(event, BalanceChanged)
+                and self._engine_balances
+                and event.user_id in self._by_user
+            ):
                 self._send_user(event.user_id, "balances", self._balance_message(event))
 
     def _private_fill(self, trade: TradeExecuted) -> None:
