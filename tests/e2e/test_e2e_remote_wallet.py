@@ -284,6 +284,25 @@ def test_wallet_killed_and_restarted_during_a_burst(remote: Remote) -> None:
     check_all_settled(remote)
 
 
+def test_the_outbox_survives_a_killed_exchange(remote: Remote) -> None:
+    """Trades commit PENDING with their settlements; SIGKILL the exchange while the wallet
+    is slow to answer, start it again on the same database: the start-up scan finds the
+    pending settlements and every trade ends SETTLED, each leg applied once."""
+    remote.wallet.set_faults(
+        [{"mode": "delay", "count": 4, "ops": ["credit"], "delay_ms": 2 * WALLET_TIMEOUT_MS}]
+    )
+    statuses = crossing_burst(remote, 6)
+    assert statuses == [201] * 6
+    assert settlements(remote.exchange, "PENDING")  # the wallet is still being slow
+    remote.server.kill()
+    remote.server.start()
+    settle_everything(remote)
+    trades = [t for trader in remote.scenario.traders for t in trader.trades()]
+    settled = {s["trade_id"] for s in settlements(remote.exchange, "SETTLED")}
+    assert {t["id"] for t in trades} <= settled
+    check_all_settled(remote)
+
+
 def test_wallet_down_at_order_entry_refuses_orders_whole(remote: Remote) -> None:
     """With the wallet stopped, an order is refused with 503 WALLET_UNAVAILABLE and leaves
     nothing behind: no order, no hold; after the wallet is back, trading works."""
