@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -46,7 +47,10 @@ from crossbook.domain import (
     ErrorCode,
     Hold,
     MarketSpec,
+    OrderType,
     PlaceOrder,
+    Side,
+    StpMode,
     VoidHold,
 )
 from crossbook.domain.funding import amend_hold_units, place_hold_units, reserve_asset
@@ -112,13 +116,26 @@ class WalletAccess:
     # -- order entry ---------------------------------------------------------------------
 
     async def hold_for_place(
-        self, command: PlaceOrder, spec: MarketSpec, market_data: MarketData, max_levels: int
+        self,
+        command: PlaceOrder,
+        spec: MarketSpec,
+        market_data: MarketData,
+        max_levels: int,
+        own_asks: Callable[[], Awaitable[dict[int, int]]],
     ) -> PlaceOrder:
-        """`command` with a confirmed hold for its worst-case cost."""
+        """`command` with a confirmed hold for its worst-case cost.
+
+        `own_asks` reads the user's resting asks (price ticks -> lots); it is called only
+        for a market buy by quantity with self-trade prevention (they change its walk).
+        """
         asks: list[tuple[int, int]] = []
-        if command.price_ticks == 0 and not command.quote_budget_units:
+        own: dict[int, int] = {}
+        market_buy = command.side is Side.BUY and command.order_type is OrderType.MARKET
+        if market_buy and not command.quote_budget_units:
             book = market_data.book(spec.symbol, max_levels)
             asks = [(level.price_ticks, level.quantity_lots) for level in book.asks]
+            if command.stp_mode is not StpMode.NONE:
+                own = await own_asks()
         units = place_hold_units(
             spec,
             command.side,
@@ -126,6 +143,8 @@ class WalletAccess:
             price_ticks=command.price_ticks,
             quote_budget_units=command.quote_budget_units,
             asks=asks,
+            stp_mode=command.stp_mode,
+            own_asks=own,
         )
         if units <= 0:
             return command  # malformed: the engine refuses it with the right code

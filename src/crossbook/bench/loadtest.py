@@ -10,7 +10,9 @@ from each request's *scheduled* send time (coordinated omission avoided; see
 `--profile`, where the server's time went (its `/metrics` and, when it started
 the server, CPU use by process). It ends with an integrity check: per asset,
 the run's users and the fee account hold exactly what was deposited (the fee
-account counted by its change over the run), and the book is not crossed.
+account counted by its change over the run), and the book is not crossed. On a
+remote-wallet server it first waits for the settlement outbox to drain (and
+reports how long that took), since balances are final only once settled.
 
 Set-up: a fresh market `L<hex>/USDT` per run (its base asset is the run's
 alone), `--users` users created, funded generously and given tokens through the
@@ -78,6 +80,8 @@ SERVER_START_TIMEOUT_S = 60.0
 WORKER_READY_TIMEOUT_S = 60.0
 START_DELAY_S = 0.5  # between "all workers ready" and the first scheduled request
 REFRESH_S = 0.5
+SETTLEMENT_DRAIN_LIMIT_S = 600.0  # remote-wallet mode: how long to wait for the outbox
+SETTLEMENT_POLL_S = 0.2
 DEAD_WORKER_GRACE_S = 2.0
 ADMIN_TIMEOUT_S = 30.0
 FRESH_QUOTE = "USDT"
@@ -564,7 +568,29 @@ def _count_trades(admin: Admin, symbol: str, after_id: int) -> int:
         before = f"&before={min(ids)}"
 
 
+def _drain_settlements(admin: Admin) -> dict[str, Any] | None:
+    """Remote-wallet mode: wait (bounded) for the settlement outbox to drain, so balances
+    are final before the integrity check; None for an embedded server (no settlements)."""
+    path = "/api/v1/admin/settlements?status={}&limit=1000"
+    try:
+        pending = admin.call("GET", path.format("PENDING"))
+    except LoadtestError as error:
+        if "NOT_FOUND" in str(error):
+            return None
+        raise
+    started = time.monotonic()
+    while pending and time.monotonic() - started < SETTLEMENT_DRAIN_LIMIT_S:
+        time.sleep(SETTLEMENT_POLL_S)
+        pending = admin.call("GET", path.format("PENDING"))
+    return {
+        "drain_s": round(time.monotonic() - started, 3),
+        "still_pending": len(pending),
+        "dead_letters": len(admin.call("GET", path.format("SETTLEMENT_FAILED"))),
+    }
+
+
 def _integrity(admin: Admin, plan: Plan) -> dict[str, Any]:
+    settlement = _drain_settlements(admin)
     held: dict[str, Decimal] = {}
     for user_id, _ in plan.users:
         for asset, total in admin.balances(user_id).items():
@@ -584,10 +610,13 @@ def _integrity(admin: Admin, plan: Plan) -> dict[str, Any]:
     ask = book["asks"][0]["price"] if book["asks"] else None
     crossed = bid is not None and ask is not None and Decimal(bid) >= Decimal(ask)
     passed = not crossed and all(c["ok"] for c in conservation.values())
+    if settlement is not None:
+        passed = passed and not settlement["still_pending"] and not settlement["dead_letters"]
     return {
         "passed": passed,
         "conservation": conservation,
         "book": {"best_bid": bid, "best_ask": ask, "crossed": crossed},
+        "settlement": settlement,
     }
 
 
@@ -723,6 +752,16 @@ def _integrity_rows(integrity: dict[str, Any]) -> list[tuple[str, str]]:
          f"FAILED: {c['users_plus_fee_change']} held, {c['deposited']} deposited")
         for asset, c in integrity["conservation"].items()
     ]  # fmt: skip
+    settlement = integrity.get("settlement")
+    if settlement is not None:
+        rows.append(
+            (
+                "settlement (remote wallet)",
+                f"drained in {settlement['drain_s']} s after the run; "
+                f"{settlement['still_pending']} pending, "
+                f"{settlement['dead_letters']} dead-lettered",
+            )
+        )
     book = integrity["book"]
     verdict = "CROSSED" if book["crossed"] else "not crossed"
     rows.append(("book", f"{verdict} ({book['best_bid']} / {book['best_ask']})"))

@@ -8,7 +8,12 @@ arithmetic the exchange reserves with (`fees`), so the two cannot disagree:
 - buy with a quote budget: the budget;
 - buy limit (and stop-limit): `buy_reservation` at the limit price, no fee paid yet;
 - market buy by base quantity: the cost of walking the ask levels given (price
-  ascending), plus the taker fee: what `matching` would plan on that book.
+  ascending), plus the taker fee: what `matching` would plan on that book. The
+  user's own resting asks (`own_asks`) change the walk with self-trade
+  prevention: `cancel_maker` skips them and walks deeper, so they are taken out
+  of the levels; `cancel_taker` and `cancel_both` stop the order at the first of
+  them, so the walk ends at that level, taking at most its other lots (an upper
+  bound: where the own order sits in the level's queue is not known here).
 
 An amend needs a hold only for what its new reservation may exceed the current
 one: `buy_reservation(price, remaining, 0, 0)` bounds the exact reservation of
@@ -22,11 +27,11 @@ the exchange refuses it (INSUFFICIENT_BALANCE) and the hold is voided.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from crossbook.domain.fees import buy_reservation, fee_total
 from crossbook.domain.markets import MarketSpec
-from crossbook.domain.orders import Side
+from crossbook.domain.orders import Side, StpMode
 
 
 def reserve_asset(spec: MarketSpec, side: Side) -> str:
@@ -42,8 +47,13 @@ def place_hold_units(
     price_ticks: int,
     quote_budget_units: int,
     asks: Iterable[tuple[int, int]] = (),
+    stp_mode: StpMode = StpMode.CANCEL_TAKER,
+    own_asks: Mapping[int, int] | None = None,
 ) -> int:
-    """The worst-case reservation of a placement (0 if the order is malformed)."""
+    """The worst-case reservation of a placement (0 if the order is malformed).
+
+    `own_asks`: price ticks -> lots of the user's own resting asks (market buys only).
+    """
     if side is Side.SELL:
         return spec.base_units(quantity_lots) if quantity_lots > 0 else 0
     if quote_budget_units:
@@ -52,7 +62,19 @@ def place_hold_units(
         return 0
     if price_ticks:
         return buy_reservation(spec, price_ticks, quantity_lots, 0, 0)
+    if own_asks and stp_mode is not StpMode.NONE:
+        asks = _without_own(asks, own_asks, stop_at_own=stp_mode is not StpMode.CANCEL_MAKER)
     return market_buy_cost(spec, quantity_lots, asks)
+
+
+def _without_own(
+    asks: Iterable[tuple[int, int]], own_asks: Mapping[int, int], *, stop_at_own: bool
+) -> Iterable[tuple[int, int]]:
+    for price_ticks, lots in asks:
+        own = own_asks.get(price_ticks, 0)
+        yield price_ticks, lots - own
+        if own and stop_at_own:
+            return
 
 
 def market_buy_cost(spec: MarketSpec, quantity_lots: int, asks: Iterable[tuple[int, int]]) -> int:
@@ -61,6 +83,8 @@ def market_buy_cost(spec: MarketSpec, quantity_lots: int, asks: Iterable[tuple[i
     left = quantity_lots
     for price_ticks, lots in asks:
         take = min(lots, left)
+        if take <= 0:
+            continue
         notional += price_ticks * take * spec.notional_units
         left -= take
         if not left:

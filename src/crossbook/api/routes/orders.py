@@ -6,6 +6,7 @@ ORDER_NOT_FOUND), never 403, so ids reveal nothing about other accounts.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -39,8 +40,9 @@ from crossbook.api.schemas import (
     PlaceOrderRequest,
 )
 from crossbook.api.views import OrderView, order_json, placed_order, trade_json, trades_of
-from crossbook.domain import CancelOrder, DomainError, ErrorCode, OrderStatus
+from crossbook.domain import CancelOrder, DomainError, ErrorCode, OrderStatus, Side
 from crossbook.domain.validation import MAX_CLIENT_ORDER_ID_CHARS
+from crossbook.engine.ports import MAX_READ_LIMIT
 from crossbook.engine.views import StoredOrder
 
 router = APIRouter(prefix=f"{API_PREFIX}/orders", tags=["orders"])
@@ -50,6 +52,7 @@ Context = Annotated[ApiContext, Depends(context)]
 OrderIdPath = Annotated[str, Path(description="the order's id", examples=["1001"])]
 
 ACTIVE_STATUS_ALIAS = "active"  # open + partially_filled
+OPEN_STATUSES = (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED)
 MAX_CLIENT_ID = MAX_CLIENT_ORDER_ID_CHARS
 
 
@@ -75,7 +78,8 @@ async def place_order(
         events = await submit(ctx, command, "place")
     else:
         depth = ctx.settings.max_fills_per_order
-        held = ctx.wallet.hold_for_place(command, spec, ctx.market_data, depth)
+        own_asks = partial(_resting_asks, ctx, user_id, spec.symbol)
+        held = ctx.wallet.hold_for_place(command, spec, ctx.market_data, depth, own_asks)
         events = await submit_funded(ctx, held, "place")
     order, trades = placed_order(events)
     data = {
@@ -251,6 +255,19 @@ async def _client_order_json(
             details={"client_order_id": client_order_id[:MAX_CLIENT_ID]},
         )
     return order_json(ctx.spec(stored.symbol), OrderView.from_stored(stored))
+
+
+async def _resting_asks(ctx: ApiContext, user_id: int, symbol: str) -> dict[int, int]:
+    """The user's committed resting asks on `symbol`: price ticks -> remaining lots."""
+    orders = await ctx.store.list_orders(
+        user_id, statuses=OPEN_STATUSES, symbol=symbol, limit=MAX_READ_LIMIT
+    )
+    asks: dict[int, int] = {}
+    for order in orders:
+        if order.side is Side.SELL and order.triggered and order.price_ticks:
+            remaining = order.quantity_lots - order.filled_lots
+            asks[order.price_ticks] = asks.get(order.price_ticks, 0) + remaining
+    return asks
 
 
 def _statuses(text: str | None) -> list[OrderStatus] | None:
