@@ -105,6 +105,14 @@ LAYER_IMPORTS = {
         "crossbook.config",  # the settings value object
         "crossbook.__version__",
     ),
+    # a separate application: the domain's ledger, the wallet port's types, SQL helpers
+    "crossbook.wallet_service": (
+        "crossbook.domain",
+        "crossbook.engine.wallet",
+        "crossbook.engine.views",
+        "crossbook.adapters.sql",
+        "crossbook.wallet_service",
+    ),
 }
 
 
