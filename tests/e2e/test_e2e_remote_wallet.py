@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,34 @@ def test_a_trade_settles_through_the_wallet_with_the_seed_fees(remote: Remote) -
     assert remote.exchange.balances(seller.user_id)[quote].total == "49975.000000"
     assert remote.exchange.balances(0)[quote].total == "75.000000"
     assert remote.wallet.balances(buyer.user_id)[market.base] == (10**8, 0)
+    check_all_settled(remote)
+
+
+def test_an_admin_deposit_with_an_idempotency_key_is_applied_once(remote: Remote) -> None:
+    """Deposits go to the wallet; retried with the same Idempotency-Key it applies once, and
+    the same key for a different transfer is refused."""
+    scenario = remote.scenario
+    market = scenario.market()
+    trader = scenario.trader()
+    body = {"user_id": str(trader.user_id), "asset": market.quote, "amount": "250"}
+    headers = {"Idempotency-Key": "dep-1"}
+    for _ in range(2):
+        remote.exchange.admin.ok("POST", "/admin/deposits", 201, json=body, headers=headers)
+    assert remote.wallet.balances(trader.user_id) == {market.quote: (250 * 10**6, 0)}
+    other = body | {"amount": "300"}
+    remote.exchange.admin.fails(
+        "POST", "/admin/deposits", 409, "IDEMPOTENCY_KEY_REUSED", json=other, headers=headers
+    )
+    remote.exchange.admin.fails(
+        "POST",
+        "/admin/deposits",
+        400,
+        "INVALID_REQUEST",
+        json=body,
+        headers={"Idempotency-Key": "no spaces"},
+    )
+    trader.deposits[market.quote] = Decimal(250)
+    scenario.deposits[market.quote] += Decimal(250)
     check_all_settled(remote)
 
 

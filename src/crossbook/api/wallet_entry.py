@@ -55,6 +55,7 @@ from crossbook.domain import (
 )
 from crossbook.domain.funding import amend_hold_units, place_hold_units, reserve_asset
 from crossbook.engine.breaker import CircuitBreaker
+from crossbook.engine.guarded_wallet import WalletCircuitOpenError
 from crossbook.engine.market_data import MarketData
 from crossbook.engine.settlement import SettlementService
 from crossbook.engine.views import StoredBalance, StoredOrder
@@ -107,11 +108,22 @@ class WalletAccess:
         except WalletRejectedError as error:
             raise wallet_unavailable(error.code) from None
 
-    async def transfer(self, kind: WalletOpKind, user_id: int, asset: str, units: int) -> None:
-        """A deposit or withdrawal, applied by the wallet (once, under a fresh key)."""
+    async def transfer(
+        self,
+        kind: WalletOpKind,
+        user_id: int,
+        asset: str,
+        units: int,
+        idempotency_key: str | None = None,
+    ) -> None:
+        """A deposit or withdrawal, applied by the wallet once per key.
+
+        With the caller's `idempotency_key` a retry after WALLET_UNAVAILABLE (applied or
+        not?) is safe; without one each call is a new transfer.
+        """
         assert kind in (WalletOpKind.DEPOSIT, WalletOpKind.WITHDRAW), kind
-        op = WalletOp(f"admin:{kind}:{uuid.uuid4().hex}", kind, user_id, asset, units)
-        await self._apply(op)
+        key = f"admin:{kind}:{idempotency_key or uuid.uuid4().hex}"
+        await self._apply(WalletOp(key, kind, user_id, asset, units))
 
     # -- order entry ---------------------------------------------------------------------
 
@@ -185,6 +197,8 @@ class WalletAccess:
                     available=error.details.get("available"),
                 ) from None
             raise wallet_unavailable(error.code) from None
+        except WalletCircuitOpenError:
+            raise wallet_unavailable("circuit open") from None  # no call made: nothing held
         except WalletUnavailableError as error:
             raise UnknownHoldError(VoidHold(user_id, hold), str(error)) from None
         return hold
@@ -227,6 +241,11 @@ class WalletAccess:
             if error.code == ErrorCode.INSUFFICIENT_BALANCE:
                 raise DomainError(
                     ErrorCode.INSUFFICIENT_BALANCE, f"insufficient {op.asset} balance"
+                ) from None
+            if error.code == "IDEMPOTENCY_KEY_REUSED":
+                raise ApiError(
+                    ApiCode.IDEMPOTENCY_KEY_REUSED,
+                    "this Idempotency-Key was used for a different transfer",
                 ) from None
             raise ApiError(ApiCode.INVALID_REQUEST, error.message, details=error.details) from None
         except WalletUnavailableError as error:

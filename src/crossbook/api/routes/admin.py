@@ -8,6 +8,7 @@ creates neither its assets nor its market.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path
@@ -58,6 +59,8 @@ from crossbook.domain import (
 )
 from crossbook.engine.views import StoredBalance, StoredUser
 from crossbook.engine.wallet import WalletOpKind
+
+IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 router = APIRouter(prefix=f"{API_PREFIX}/admin", tags=["admin"], dependencies=[Depends(admin)])
 Context = Annotated[ApiContext, Depends(context)]
@@ -283,7 +286,8 @@ async def _transfer(
         balance = StoredBalance(uid, asset.code, changed.available, changed.locked)
     else:
         kind = WalletOpKind.DEPOSIT if command_type is Deposit else WalletOpKind.WITHDRAW
-        await ctx.wallet.transfer(kind, uid, asset.code, units)
+        key = _idempotency_key(request)
+        await ctx.wallet.transfer(kind, uid, asset.code, units, key)
         balances = await ctx.wallet.balances(uid)
         balance = next(
             (b for b in balances if b.asset == asset.code), StoredBalance(uid, asset.code, 0, 0)
@@ -295,6 +299,18 @@ async def _transfer(
         "balance": balance_json(asset, balance),
     }
     return success(request, data, status=201)
+
+
+def _idempotency_key(request: Request) -> str | None:
+    """The optional `Idempotency-Key` header (remote-wallet mode: makes a retry safe)."""
+    key = request.headers.get("idempotency-key")
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+        raise ApiError(
+            ApiCode.INVALID_REQUEST,
+            "Idempotency-Key must be 1-64 characters of A-Z a-z 0-9 . _ : -",
+            details={"field": "Idempotency-Key"},
+        )
+    return key
 
 
 async def _set_status(
