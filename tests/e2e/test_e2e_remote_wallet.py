@@ -173,7 +173,10 @@ def test_a_trade_settles_through_the_wallet_with_the_seed_fees(remote: Remote) -
     seller.place(market, side="sell", type="limit", quantity="1", price="50000")
     placed = buyer.place(market, side="buy", type="market", quantity="1")
     (trade,) = placed["trades"]
+    assert trade["settlement_status"] == "PENDING"  # committed; the wallet legs follow
     wait_drained(remote.exchange)
+    (mine,) = buyer.trades()
+    assert (mine["id"], mine["settlement_status"]) == (trade["id"], "SETTLED")
 
     (settled,) = [
         s for s in settlements(remote.exchange, "SETTLED") if s["trade_id"] == trade["id"]

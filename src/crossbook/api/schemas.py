@@ -169,6 +169,10 @@ class TradeOut(PublicTradeOut):
     buyer_fee: str
     seller_fee: str
     fee_asset: str
+    settlement_status: Literal["SETTLED", "PENDING", "SETTLEMENT_FAILED"] = Field(
+        description="SETTLED in embedded mode; remote-wallet mode: PENDING until the wallet "
+        "applied every leg, SETTLEMENT_FAILED while in the dead-letter queue"
+    )
 
 
 class PlacedOrderOut(_Out):

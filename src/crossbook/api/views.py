@@ -157,9 +157,18 @@ def order_json(spec: MarketSpec, o: OrderView) -> dict[str, Any]:
 
 
 def trade_json(
-    spec: MarketSpec, t: StoredTrade | TradeExecuted, user_id: int | None = None
+    spec: MarketSpec,
+    t: StoredTrade | TradeExecuted,
+    user_id: int | None = None,
+    *,
+    settled: bool = True,
 ) -> dict[str, Any]:
-    """A trade; with `user_id`, also that user's side, liquidity, order and fee."""
+    """A trade; with `user_id`, also that user's side, liquidity, order, fee and settlement.
+
+    A stored trade carries its settlement status; a just-committed one is SETTLED
+    (embedded: settled in its own commit) unless `settled` is False (remote wallet:
+    PENDING until the wallet has applied its legs).
+    """
     executed_at_ms = t.executed_at_ms if isinstance(t, StoredTrade) else t.ts_ms
     out: dict[str, Any] = {
         "id": str(t.trade_id),
@@ -186,6 +195,11 @@ def trade_json(
             "buyer_fee": spec.format_quote(t.buyer_fee_units),
             "seller_fee": spec.format_quote(t.seller_fee_units),
             "fee_asset": spec.quote.code,
+            "settlement_status": (
+                t.settlement_status
+                if isinstance(t, StoredTrade)
+                else ("SETTLED" if settled else "PENDING")
+            ),
         }
     )
     return out

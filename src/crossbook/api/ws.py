@@ -184,7 +184,8 @@ class StreamHub:
         spec = self._spec(trade.symbol)
         for user_id in {trade.buyer_user_id, trade.seller_user_id}:
             if user_id in self._by_user:
-                data = {**trade_json(spec, trade, user_id), "sequence": trade.seq}
+                fill = trade_json(spec, trade, user_id, settled=self._engine_balances)
+                data = {**fill, "sequence": trade.seq}
                 message = _message("fill", "fills", data)
                 self._send_user(user_id, "fills", message)
 

@@ -84,7 +84,7 @@ async def place_order(
     order, trades = placed_order(events)
     data = {
         "order": order_json(spec, order),
-        "trades": [trade_json(spec, t, user_id) for t in trades],
+        "trades": [trade_json(spec, t, user_id, settled=ctx.wallet is None) for t in trades],
     }
     return success(request, data, status=201)
 
@@ -161,7 +161,9 @@ async def amend_order(
         events = await submit_funded(ctx, ctx.wallet.hold_for_amend(command, spec, stored), "amend")
     data = {
         "order": await _owned_order_json(ctx, user_id, oid),
-        "trades": [trade_json(spec, t, user_id) for t in trades_of(events, oid)],
+        "trades": [
+            trade_json(spec, t, user_id, settled=ctx.wallet is None) for t in trades_of(events, oid)
+        ],
     }
     return success(request, data)
 
