@@ -19,11 +19,14 @@ Invariants:
 - every operation carries a key and is applied at most once: a repeated key
   with the same request answers the first receipt (`replayed`), with another
   request it is refused; a refused operation records nothing;
-- nothing is answered before it is committed; after a failed commit the
-  balances are reloaded from the database, which is the truth.
+- nothing is answered before it is committed; operations queued together are
+  committed together (group commit, at most `max_batch_operations` per
+  transaction); after a failed commit the balances are reloaded from the
+  database, which is the truth, and every operation of the batch is answered
+  WALLET_UNAVAILABLE (a retry with the same key replays or applies it).
 
-Known limits: one process per database (balances live in its memory), one
-operation per transaction (no group commit), no TLS, one shared service token
+Known limits: one process per database (balances live in its memory), no TLS,
+one shared service token
 (no per-client credentials or rotation without a restart); fault injection is
 for tests and refused in production.
 """

@@ -107,7 +107,7 @@ class WalletCode(enum.StrEnum):
     BALANCE_LIMIT_EXCEEDED = "BALANCE_LIMIT_EXCEEDED"
     INJECTED_REJECTION = "INJECTED_REJECTION"
     WALLET_FAULT = "WALLET_FAULT"  # an injected 500
-    WALLET_UNAVAILABLE = "WALLET_UNAVAILABLE"  # the database failed: retry with the same key
+    WALLET_UNAVAILABLE = "WALLET_UNAVAILABLE"  # database failed or queue full: retry, same key
     WALLET_HALTED = "WALLET_HALTED"  # an invariant broke: the service stops
     INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug
 

@@ -3,7 +3,8 @@
     store = await WalletStore.open("sqlite:///crossbook-wallet.db")   # migrates first
     state = await store.load()              # every balance and asset total
     record = await store.operation(key)     # an idempotency key's row, or None
-    await store.commit(change)              # one transaction: all of it or none
+    records = await store.operations(keys)  # the rows of many keys, in one query
+    await store.commit(change)              # a batch's writes, one transaction: all or none
     await store.close()
 
 SQLite: stdlib `sqlite3` engines (`adapters.sql.engines`) used from worker
@@ -12,28 +13,37 @@ committed operation survives a crash of the process and of the machine);
 writes in `BEGIN IMMEDIATE`, reads in deferred snapshots. PostgreSQL: an async
 engine on asyncpg; a write is one READ COMMITTED transaction.
 
+A `Change` is what one batch of operations writes, already merged: each new
+operation row in its final state, each balance and asset total touched with its
+final value, the holds recorded earlier that the batch voided. `commit` writes
+it with a handful of statements whatever the batch's size: executemany for the
+rows and upserts, one `UPDATE … CASE` for the voided holds.
+
 Invariants:
 - after `commit(change)` returns, the whole change is committed; if it raises,
   the caller cannot know whether it was (the connection may have dropped after
-  COMMIT was sent) and must re-read the database (`load`, `operation`);
-- `commit` inserts the operation row with a plain INSERT: a key that another
+  COMMIT was sent) and must re-read the database (`load`, `operations`);
+- `commit` inserts the operation rows with a plain INSERT: a key that another
   writer recorded meanwhile fails the whole transaction instead of being
-  overwritten.
+  overwritten; a voided hold must still be `applied` in the database, else the
+  whole transaction fails too.
 
 Known limits: one service process per database (the service keeps the
-balances in memory and is their only writer); no retry here, the caller decides.
+balances in memory and is their only writer); no retry here, the caller decides;
+at most `MAX_KEYS_PER_STATEMENT` keys per `IN (…)` or `CASE` statement (more are
+split over several statements of the same transaction or snapshot).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
-from sqlalchemy import Connection, Engine, Table, event, select, update
+from sqlalchemy import Connection, Engine, RowMapping, Table, case, event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -61,6 +71,7 @@ WALLET_MIGRATIONS = Migrations(
     lock_key=0x77616C6C6574,  # pg_advisory_xact_lock key ("wallet")
 )
 POSTGRES_POOL_SIZE = 4
+MAX_KEYS_PER_STATEMENT = 1_000  # bound parameters stay far below SQLite's and asyncpg's limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,13 +91,16 @@ class WalletState:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """What one operation writes, in one transaction."""
+    """What one batch of operations writes, in one transaction (final values only)."""
 
-    record: OperationRecord  # inserted
-    balances: Sequence[StoredBalance] = ()  # upserted: the balances it touched
-    assets: Sequence[AssetTotals] = ()  # upserted: the totals of the assets it touched
-    voided_key: str | None = None  # a hold now voided by `record.key`
-    tombstone: OperationRecord | None = None  # inserted: a hold key reserved by a void
+    records: Sequence[OperationRecord] = ()  # inserted: operations and tombstones, distinct keys
+    balances: Sequence[StoredBalance] = ()  # upserted: the balances touched, distinct
+    assets: Sequence[AssetTotals] = ()  # upserted: the totals of the assets touched, distinct
+    voided: Mapping[str, str] = field(default_factory=dict)  # stored hold key -> its void's key
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.records or self.balances or self.assets or self.voided)
 
 
 class _Runner(Protocol):
@@ -148,7 +162,7 @@ class WalletStore:
         self._runner = runner
 
     @classmethod
-    async def open(cls, url: str, *, migrate: bool = True) -> WalletStore:
+    async def open(cls, url: str, *, migrate: bool = True) -> Self:
         """Connect to `url`, bring its schema up to date (unless `migrate=False`)."""
         db = DatabaseUrl.parse(url)
         if migrate:
@@ -163,9 +177,19 @@ class WalletStore:
         return await self._runner.run(_load, write=False)
 
     async def operation(self, key: str) -> OperationRecord | None:
-        return await self._runner.run(lambda c: _operation(c, key), write=False)
+        return (await self.operations((key,))).get(key)
+
+    async def operations(self, keys: Collection[str]) -> dict[str, OperationRecord]:
+        """The recorded operations among `keys` (one snapshot); absent keys are left out."""
+        unique = sorted(set(keys))
+        if not unique:
+            return {}
+        return await self._runner.run(lambda c: _operations(c, unique), write=False)
 
     async def commit(self, change: Change) -> None:
+        """Write `change` in one transaction (see the module docstring)."""
+        if change.is_empty:
+            return
         await self._runner.run(lambda c: _commit(c, change), write=True)
 
 
@@ -181,11 +205,22 @@ def _load(connection: Connection) -> WalletState:
     return WalletState(balances, assets)
 
 
-def _operation(connection: Connection, key: str) -> OperationRecord | None:
-    query = select(wallet_operations).where(wallet_operations.c.key == key)
-    row = connection.execute(query).mappings().first()
-    if row is None:
-        return None
+def _chunks(keys: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(keys), MAX_KEYS_PER_STATEMENT):
+        yield keys[start : start + MAX_KEYS_PER_STATEMENT]
+
+
+def _operations(connection: Connection, keys: Sequence[str]) -> dict[str, OperationRecord]:
+    found: dict[str, OperationRecord] = {}
+    for chunk in _chunks(keys):
+        query = select(wallet_operations).where(wallet_operations.c.key.in_(chunk))
+        for row in connection.execute(query).mappings():
+            record = _record(row)
+            found[record.key] = record
+    return found
+
+
+def _record(row: RowMapping) -> OperationRecord:
     return OperationRecord(
         key=row["key"],
         kind=WalletOpKind(row["op"]),
@@ -219,38 +254,49 @@ def _operation_row(record: OperationRecord) -> dict[str, Any]:
 
 def _commit(connection: Connection, change: Change) -> None:
     as_text = connection.dialect.name == "sqlite"
-    connection.execute(wallet_operations.insert(), _operation_row(change.record))
-    if change.tombstone is not None:
-        connection.execute(wallet_operations.insert(), _operation_row(change.tombstone))
-    if change.voided_key is not None:
-        voided = (
-            update(wallet_operations)
-            .where(
-                wallet_operations.c.key == change.voided_key,
-                wallet_operations.c.status == OperationStatus.APPLIED.value,
-            )
-            .values(status=OperationStatus.VOIDED.value, voided_by=change.record.key)
-        )
-        if connection.execute(voided).rowcount != 1:
-            raise RuntimeError(f"hold {change.voided_key!r} is no longer applied")
-    for balance in change.balances:
-        row = {
-            "user_id": balance.user_id,
-            "asset": balance.asset,
-            "available": balance.available,
-            "locked": balance.locked,
-        }
-        _upsert(connection, wallet_balances, row, ("user_id", "asset"))
-    for totals in change.assets:
-        row = {
+    if change.records:
+        connection.execute(wallet_operations.insert(), [_operation_row(r) for r in change.records])
+    _mark_voided(connection, change.voided)
+    balances = [
+        {"user_id": b.user_id, "asset": b.asset, "available": b.available, "locked": b.locked}
+        for b in change.balances
+    ]
+    _upsert(connection, wallet_balances, balances, ("user_id", "asset"))
+    assets = [
+        {
             "asset": totals.asset,
             "net_deposits": wide_value(totals.net_deposits, as_text=as_text),
             "in_transit": wide_value(totals.in_transit, as_text=as_text),
         }
-        _upsert(connection, wallet_assets, row, ("asset",))
+        for totals in change.assets
+    ]
+    _upsert(connection, wallet_assets, assets, ("asset",))
 
 
-def _upsert(connection: Connection, table: Table, row: dict[str, Any], key: Sequence[str]) -> None:
+def _mark_voided(connection: Connection, voided: Mapping[str, str]) -> None:
+    """Each hold `applied` → `voided` by its void; fails unless every one of them was applied."""
+    holds = sorted(voided)
+    for chunk in _chunks(holds):
+        void_key = case({hold: voided[hold] for hold in chunk}, value=wallet_operations.c.key)
+        statement = (
+            update(wallet_operations)
+            .where(
+                wallet_operations.c.key.in_(chunk),
+                wallet_operations.c.status == OperationStatus.APPLIED.value,
+            )
+            .values(status=OperationStatus.VOIDED.value, voided_by=void_key)
+        )
+        updated = connection.execute(statement).rowcount
+        if updated != len(chunk):
+            missing = len(chunk) - updated
+            raise RuntimeError(f"{missing} of {len(chunk)} holds to void are no longer applied")
+
+
+def _upsert(
+    connection: Connection, table: Table, rows: Sequence[dict[str, Any]], key: Sequence[str]
+) -> None:
+    if not rows:
+        return
     insert = (postgresql if connection.dialect.name == "postgresql" else sqlite).insert(table)
-    updates = {name: insert.excluded[name] for name in row if name not in key}
-    connection.execute(insert.on_conflict_do_update(index_elements=key, set_=updates), row)
+    updates = {name: insert.excluded[name] for name in rows[0] if name not in key}
+    connection.execute(insert.on_conflict_do_update(index_elements=key, set_=updates), rows)
