@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from crossbook.domain import DomainError
@@ -73,7 +73,8 @@ class FakeSleep:
 class MemorySettlementStore:
     def __init__(self) -> None:
         self.settlements: dict[int, StoredSettlement] = {}
-        self.history: list[StoredSettlement] = []  # every record_settlement, in order
+        self.history: list[StoredSettlement] = []  # every settlement recorded, in order
+        self.record_batches: list[int] = []  # how many settlements each write recorded
         self.trade_status: dict[int, SettlementStatus] = {}
 
     def add(self, planned: PlannedSettlement) -> StoredSettlement:
@@ -118,12 +119,14 @@ class MemorySettlementStore:
     async def get_settlement(self, settlement_id: int) -> StoredSettlement | None:
         return self.settlements.get(settlement_id)
 
-    async def record_settlement(self, settlement: StoredSettlement) -> None:
-        assert settlement.settlement_id in self.settlements, settlement.settlement_id
-        self.settlements[settlement.settlement_id] = settlement
-        self.history.append(settlement)
-        if settlement.trade_id is not None:
-            self.trade_status[settlement.trade_id] = settlement.status
+    async def record_settlements(self, settlements: Sequence[StoredSettlement]) -> None:
+        self.record_batches.append(len(settlements))
+        for settlement in settlements:
+            assert settlement.settlement_id in self.settlements, settlement.settlement_id
+            self.settlements[settlement.settlement_id] = settlement
+            self.history.append(settlement)
+            if settlement.trade_id is not None:
+                self.trade_status[settlement.trade_id] = settlement.status
 
     async def list_settlements(
         self, status: SettlementStatus, *, after_id: int = 0, limit: int = 100

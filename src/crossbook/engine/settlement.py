@@ -24,6 +24,10 @@ each with its idempotency key:
   generation's key, when the settlement is replayed.
 A settlement whose legs are all applied becomes SETTLED, and so does its trade.
 
+Outcomes are recorded in groups: the settlements that finish while one write
+is in progress are recorded together in the next (one transaction, one commit),
+and each worker moves on only once its outcome is committed.
+
 Limits (DESIGN rule 7): `workers` settlements at once; at most
 `queue_capacity` queued ids (beyond that, ids are dropped from memory and found
 again by the next scan of the store, which also runs at start-up and every
@@ -98,8 +102,9 @@ class SettlementStore(Protocol):
 
     async def get_settlement(self, settlement_id: int) -> StoredSettlement | None: ...
 
-    async def record_settlement(self, settlement: StoredSettlement) -> None:
-        """Store its status, attempts, reason, timestamps and legs (and its trade's status)."""
+    async def record_settlements(self, settlements: Sequence[StoredSettlement]) -> None:
+        """Store their status, attempts, reason, timestamps and legs (and their trades'
+        status), all in one transaction."""
         ...
 
     async def list_settlements(
@@ -191,6 +196,10 @@ class SettlementService:
         self._has_room = asyncio.Event()
         self._idle = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # finished settlements waiting to be recorded: at most one per worker
+        self._outcomes: asyncio.Queue[tuple[StoredSettlement, asyncio.Future[None]]] = (
+            asyncio.Queue(self.limits.workers)
+        )
         self.stats = SettlementStats()
 
     # -- lifecycle ----------------------------------------------------------------
@@ -202,6 +211,7 @@ class SettlementService:
         )
         self._scan_needed = True
         self._tasks.append(asyncio.create_task(self._scan_loop(), name="settlement-scan"))
+        self._tasks.append(asyncio.create_task(self._record_loop(), name="settlement-record"))
         for n in range(self.limits.workers):
             self._tasks.append(asyncio.create_task(self._work(), name=f"settlement-{n}"))
 
@@ -270,7 +280,7 @@ class SettlementService:
         requeued = replace(
             settlement, status=SettlementStatus.PENDING, legs=legs, updated_at_ms=now
         )
-        await self._store.record_settlement(requeued)
+        await self._store.record_settlements([requeued])
         self.stats.replayed += 1
         self.stats.dead_letter_size = max(0, self.stats.dead_letter_size - 1)
         self._offer(settlement_id)
@@ -285,6 +295,34 @@ class SettlementService:
                 await self.replay(settlement.settlement_id)
                 replayed.append(settlement.settlement_id)
         return replayed
+
+    # -- recording outcomes (group commit) -------------------------------------------
+
+    async def _record(self, settlement: StoredSettlement) -> None:
+        """Record a settlement's outcome; returns once it is committed.
+
+        Outcomes finished together are written in one transaction (`_record_loop`): one
+        commit for many settlements rather than one each.
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outcomes.put_nowait((settlement, future))  # at most one per worker
+        await future
+
+    async def _record_loop(self) -> None:
+        while True:
+            batch = [await self._outcomes.get()]
+            while not self._outcomes.empty():
+                batch.append(self._outcomes.get_nowait())
+            try:
+                await self._store.record_settlements([s for s, _ in batch])
+            except Exception as error:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
 
     # -- scanning and working ---------------------------------------------------------
 
@@ -366,7 +404,7 @@ class SettlementService:
             await self._fail(settlement, run, f"{reason}; {note}")
             return
         now = self._clock.now_ms()
-        await self._store.record_settlement(
+        await self._record(
             replace(
                 settlement,
                 status=SettlementStatus.SETTLED,
@@ -449,7 +487,7 @@ class SettlementService:
             reason=reason,
             attempts=run.attempts,
         )
-        await self._store.record_settlement(
+        await self._record(
             replace(
                 settlement,
                 status=SettlementStatus.SETTLEMENT_FAILED,

@@ -2,10 +2,12 @@
 
 Reads: the ids of PENDING settlements (by the `(status, settlement_id)` index),
 one settlement with its legs, a page of settlements in one status, a count.
-Writes (outside the engine's batches, by the settlement workers): one
+Writes (outside the engine's batches, by the settlement workers): a
 settlement's status, attempts, reason and timestamps, its legs' state and
-generation, and its trade's `settlement_status` / `settled_at_ms`, in one
-transaction (`record_statements`).
+generation, and its trade's `settlement_status` / `settled_at_ms`
+(`record_statements`; the store runs those of many settlements in one
+transaction). A SETTLED settlement's legs are not rewritten: all of them were
+applied, in the generation they hold.
 """
 
 from __future__ import annotations
@@ -98,10 +100,9 @@ def record_statements(
         {"b_leg_no": n, "b_state": str(leg.state), "b_generation": leg.generation}
         for n, leg in enumerate(s.legs)
     ]
-    out: list[tuple[Executable, Sequence[Mapping[str, Any]] | None]] = [
-        (head, None),
-        (legs, leg_params),
-    ]
+    out: list[tuple[Executable, Sequence[Mapping[str, Any]] | None]] = [(head, None)]
+    if s.status is not SettlementStatus.SETTLED:  # SETTLED: every leg applied, as planned
+        out.append((legs, leg_params))
     if s.trade_id is not None:
         trade = (
             update(trades)
@@ -115,6 +116,7 @@ def record_statements(
 def settlement_from_rows(
     row: Mapping[Any, Any], leg_rows: Sequence[Mapping[Any, Any]]
 ) -> StoredSettlement:
+    settled = row["status"] == SettlementStatus.SETTLED  # then every leg was applied
     return StoredSettlement(
         settlement_id=row["settlement_id"],
         kind=SettlementKind(row["kind"]),
@@ -135,7 +137,7 @@ def settlement_from_rows(
                 amount_units=leg["amount_units"],
                 account=WalletAccount(leg["account"]),
                 target_key=leg["target_key"],
-                state=LegState(leg["state"]),
+                state=LegState.APPLIED if settled else LegState(leg["state"]),
                 generation=leg["generation"],
             )
             for leg in leg_rows

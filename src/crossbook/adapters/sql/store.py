@@ -440,8 +440,10 @@ class SqlStore:
         head, legs = await self._reader.fetch(settlement_queries.by_id(settlement_id))
         return settlement_queries.settlement_from_rows(head[0], legs) if head else None
 
-    async def record_settlement(self, settlement: StoredSettlement) -> None:
-        await self._reader.write_all(settlement_queries.record_statements(settlement))
+    async def record_settlements(self, settlements: Sequence[StoredSettlement]) -> None:
+        """All of them in one transaction."""
+        statements = [w for s in settlements for w in settlement_queries.record_statements(s)]
+        await self._reader.write_all(statements)
 
     async def list_settlements(
         self, status: SettlementStatus, *, after_id: int = 0, limit: int = DEFAULT_QUERY_LIMIT
