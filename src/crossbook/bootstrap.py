@@ -139,7 +139,11 @@ async def open_runtime(
             engine_balances=settings.wallet_url is None,
         )
         relay.targets.append(hub)
-        wallet = None if settings.wallet_url is None else _wallet_access(settings, store, metrics)
+        wallet = (
+            None
+            if settings.wallet_url is None
+            else _wallet_access(settings, store, metrics, engine)
+        )
         if wallet is not None:
             relay.targets.append(wallet.settlements)
         metrics.watch_engine(lambda: engine.queue_depth, lambda: engine.available)
@@ -174,7 +178,9 @@ async def open_runtime(
         await store.close()
 
 
-def _wallet_access(settings: Settings, store: SqlStore, metrics: ApiMetrics) -> WalletAccess:
+def _wallet_access(
+    settings: Settings, store: SqlStore, metrics: ApiMetrics, engine: Engine
+) -> WalletAccess:
     """The wallet client behind its breaker, and the settlement workers (not started)."""
     assert settings.wallet_url is not None
     client = HttpWallet(
@@ -200,6 +206,7 @@ def _wallet_access(settings: Settings, store: SqlStore, metrics: ApiMetrics) -> 
         ),
         clock=SystemClock(),
         on_settled=metrics.on_settled,
+        specs=lambda symbol: engine.exchange.markets[symbol].spec,  # immutable once created
     )
     metrics.watch_settlements(settlements.stats, lambda: settlements.pending, lambda: breaker.state)
     return WalletAccess(guarded, breaker, settlements, client, settings.market_buy_hold_margin_bps)

@@ -75,6 +75,7 @@ class MemorySettlementStore:
         self.settlements: dict[int, StoredSettlement] = {}
         self.history: list[StoredSettlement] = []  # every settlement recorded, in order
         self.record_batches: list[int] = []  # how many settlements each write recorded
+        self.reads = 0  # get_settlement calls
         self.trade_status: dict[int, SettlementStatus] = {}
 
     def add(self, planned: PlannedSettlement) -> StoredSettlement:
@@ -117,6 +118,7 @@ class MemorySettlementStore:
         return ids[:limit]
 
     async def get_settlement(self, settlement_id: int) -> StoredSettlement | None:
+        self.reads += 1
         return self.settlements.get(settlement_id)
 
     async def record_settlements(self, settlements: Sequence[StoredSettlement]) -> None:

@@ -187,6 +187,7 @@ def run(
     limits: SettlementLimits | None = None,
     breaker: tuple[int, int] | None = None,  # (failure_threshold, reset_after_ms)
     start: bool = True,
+    with_specs: bool = False,  # the service plans published batches itself
 ) -> None:
     async def main() -> None:
         clock = FakeClock()
@@ -201,6 +202,7 @@ def run(
             )
             port = GuardedWallet(wallet, guard)  # type: ignore[assignment]
         store, sleep = MemorySettlementStore(), FakeSleep()
+        desk = Desk(wallet)
         service = SettlementService(
             store,
             port,
@@ -209,8 +211,9 @@ def run(
             clock=clock,
             rng=random.Random(20240607),
             sleep=sleep,
+            specs=(lambda symbol: desk.ex.market(symbol).spec) if with_specs else None,
         )
-        rig = Rig(store, wallet, clock, sleep, Desk(wallet), service, guard, transitions)
+        rig = Rig(store, wallet, clock, sleep, desk, service, guard, transitions)
         if start:
             await service.start()
         try:
@@ -531,6 +534,20 @@ def test_ten_workers_settle_trades_releases_and_voids_at_once_each_key_applied_o
         assert len(rig.store.record_batches) < len(ids)
 
     run(scenario)
+
+
+def test_with_the_specs_a_published_batch_is_settled_without_reading_the_store() -> None:
+    async def scenario(rig: Rig) -> None:
+        rig.desk.trade(1, 2, bid=10_100)  # a trade and a release
+        rig.desk.void(5, "USDT", 1_000, applied=True)
+        ids = rig.commit(rig.desk.events)
+        await rig.service.wait_idle()
+        assert {rig.settlement(i).status for i in ids} == {SETTLED}
+        assert rig.store.reads == 0  # planned from the events, as the engine planned them
+        assert rig.wallet.applied_twice() == []
+        assert rig.wallet.all_balances() == rig.desk.embedded_balances()
+
+    run(scenario, with_specs=True)
 
 
 def test_start_finds_the_settlements_left_pending_in_the_store() -> None:

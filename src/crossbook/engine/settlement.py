@@ -45,22 +45,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 import structlog
 
-from crossbook.domain import Event, HoldReleased, HoldVoided, TradeExecuted
+from crossbook.domain import Event, HoldReleased, HoldVoided, MarketSpec, TradeExecuted
 from crossbook.engine.guarded_wallet import WalletCircuitOpenError
 from crossbook.engine.ports import Clock
 from crossbook.engine.retry import RetryPolicy
 from crossbook.engine.settlement_plan import (
     Leg,
     LegState,
+    PlannedSettlement,
     SettlementKind,
     SettlementStatus,
     leg_base_key,
+    plan_settlements,
 )
 from crossbook.engine.wallet import (
     Wallet,
@@ -168,6 +170,39 @@ class _LegUnavailableError(Exception):
         self.attempts = attempts  # of this call
 
 
+class _SpecLookup(Mapping[str, MarketSpec]):
+    """The markets' specs, looked up by symbol on demand (what `plan_settlements` reads)."""
+
+    def __init__(self, spec_of: Callable[[str], MarketSpec]) -> None:
+        self._spec_of = spec_of
+
+    def __getitem__(self, symbol: str) -> MarketSpec:
+        return self._spec_of(symbol)
+
+    def __iter__(self) -> Iterator[str]:
+        raise NotImplementedError("specs are looked up by symbol only")
+
+    def __len__(self) -> int:
+        raise NotImplementedError("specs are looked up by symbol only")
+
+
+def _pending(planned: PlannedSettlement) -> StoredSettlement:
+    """A settlement as the engine's commit stored it: PENDING, nothing tried yet."""
+    return StoredSettlement(
+        settlement_id=planned.settlement_id,
+        kind=planned.kind,
+        trade_id=planned.trade_id,
+        status=SettlementStatus.PENDING,
+        attempts=0,
+        reason=None,
+        created_at_ms=planned.created_at_ms,
+        updated_at_ms=planned.created_at_ms,
+        settled_at_ms=None,
+        failed_at_ms=None,
+        legs=planned.legs,
+    )
+
+
 class SettlementService:
     def __init__(
         self,
@@ -180,8 +215,13 @@ class SettlementService:
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_settled: Callable[[int], None] | None = None,
+        specs: Callable[[str], MarketSpec] | None = None,
     ) -> None:
         self._store = store
+        # with the markets' specs, a published batch's settlements are planned here as the
+        # engine planned them, sparing the worker a read of what was just committed
+        self._specs = specs
+        self._planned: dict[int, StoredSettlement] = {}  # published, not yet taken
         self._on_settled = on_settled  # metrics: each settlement's latency in ms
         self._wallet = wallet
         self.policy = policy or RetryPolicy()
@@ -238,20 +278,28 @@ class SettlementService:
 
     def publish(self, events: Sequence[Event]) -> None:
         """Queue the settlements a committed batch created (never blocks)."""
-        for event in events:
-            if isinstance(event, _SETTLING_EVENTS):
-                self._offer(event.seq)
-
-    def _offer(self, settlement_id: int) -> None:
-        if settlement_id in self._known:
+        if self._specs is None:
+            for event in events:
+                if isinstance(event, _SETTLING_EVENTS):
+                    self._offer(event.seq)
             return
+        specs = _SpecLookup(self._specs)
+        for planned in plan_settlements(events, specs):
+            if self._offer(planned.settlement_id):
+                self._planned[planned.settlement_id] = _pending(planned)
+
+    def _offer(self, settlement_id: int) -> bool:
+        """Queue `settlement_id` unless it is known already; False if it was not queued."""
+        if settlement_id in self._known:
+            return False
         try:
             self._queue.put_nowait(settlement_id)
         except asyncio.QueueFull:
             self._scan_needed = True  # it is in the store: the next scan finds it
             self._wake_scan.set()
-            return
+            return False
         self._known.add(settlement_id)
+        return True
 
     # -- the dead-letter queue ------------------------------------------------------
 
@@ -384,7 +432,9 @@ class SettlementService:
             self._idle.set()
 
     async def _settle(self, settlement_id: int) -> None:
-        settlement = await self._store.get_settlement(settlement_id)
+        settlement = self._planned.pop(settlement_id, None)
+        if settlement is None:
+            settlement = await self._store.get_settlement(settlement_id)
         if settlement is None or settlement.status is not SettlementStatus.PENDING:
             return
         run = _Run(list(settlement.legs), settlement.attempts)
