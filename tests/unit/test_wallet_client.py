@@ -1,14 +1,18 @@
-"""The HTTP wallet client against a scripted wallet service (httpx.MockTransport)."""
+"""The HTTP wallet client against a scripted wallet service (a real local aiohttp server)."""
 
 import asyncio
 import json
-from collections.abc import Callable, Coroutine
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx
+import aiohttp
 import pytest
+from aiohttp import web
 
-from crossbook.adapters.wallet_client import HttpWallet
+from crossbook.adapters.wallet_client import MAX_REPLY_BODY_BYTES, HttpWallet
 from crossbook.engine.views import StoredBalance
 from crossbook.engine.wallet import (
     Wallet,
@@ -21,34 +25,91 @@ from crossbook.engine.wallet import (
 )
 
 T = TypeVar("T")
-BASE_URL = "http://wallet.test/api"
+HOST = "127.0.0.1"
+BASE_PATH = "/api"
 TOKEN = "s3cret-token"
+SHORT_TIMEOUT_MS = 100
 HOLD = WalletOp("hold-1", WalletOpKind.HOLD, 7, "USDT", 12_345_678_901_234_567_890)
 VOID = WalletOp("void-1", WalletOpKind.VOID, 7, "USDT", target_key="hold-1")
-Handler = Callable[[httpx.Request], httpx.Response]
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One request as the service saw it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    peer: object  # the client's address: the same for calls over one connection
+
+    def json(self) -> Any:
+        return json.loads(self.body)
 
 
 class WalletService:
-    """Plays the wallet service: records requests, answers with `handler`."""
+    """Plays the wallet service: records every request, answers with `answer`.
 
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.requests: list[httpx.Request] = []
+    `stalled` is set once a request has started waiting on `released`, which the
+    harness sets when the test ends.
+    """
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return self.handler(request)
+    def __init__(self, answer: "Answer") -> None:
+        self.answer = answer
+        self.requests: list[Received] = []
+        self.stalled = asyncio.Event()
+        self.released = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        assert request.transport is not None
+        peer = request.transport.get_extra_info("peername")
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        self.requests.append(Received(request.method, request.path_qs, headers, body, peer))
+        return await self.answer(self, request)
+
+    async def stall(self) -> None:
+        self.stalled.set()
+        await self.released.wait()
 
 
-def call(service: WalletService, action: Callable[[HttpWallet], Coroutine[Any, Any, T]]) -> T:
+Answer = Callable[[WalletService, web.Request], Awaitable[web.StreamResponse]]
+
+
+@asynccontextmanager
+async def serving(service: WalletService) -> AsyncIterator[str]:
+    """The service on a free local port, for the duration; yields its base URL."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", service.handle)
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, HOST, 0)
+    await site.start()
+    _, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{HOST}:{port}"
+    finally:
+        service.released.set()
+        await runner.cleanup()
+
+
+def call(
+    service: WalletService,
+    action: Callable[[HttpWallet], Coroutine[Any, Any, T]],
+    *,
+    timeout_ms: int = 2_500,
+    max_connections: int = 20,
+    base_path: str = BASE_PATH,
+) -> T:
     async def main() -> T:
-        wallet = HttpWallet(
-            BASE_URL, TOKEN, timeout_ms=2_500, transport=httpx.MockTransport(service)
-        )
-        try:
-            return await action(wallet)
-        finally:
-            await wallet.aclose()
+        async with serving(service) as url:
+            wallet = HttpWallet(
+                url + base_path, TOKEN, timeout_ms=timeout_ms, max_connections=max_connections
+            )
+            try:
+                return await action(wallet)
+            finally:
+                await wallet.aclose()
 
     return asyncio.run(main())
 
@@ -67,28 +128,72 @@ def receipt_data(op: WalletOp, /, **changes: object) -> dict[str, object]:
     return data
 
 
-def ok(data: object) -> Handler:
-    return lambda request: httpx.Response(200, json={"success": True, "data": data})
+def as_json(value: object) -> bytes:
+    return json.dumps(value).encode()
 
 
-def error(status: int, code: str = "SOME_CODE", details: object = None) -> Handler:
+def reply(status: int, body: bytes = b"", content_type: str = "application/json") -> Answer:
+    async def answer(service: WalletService, request: web.Request) -> web.StreamResponse:
+        return web.Response(status=status, body=body, content_type=content_type)
+
+    return answer
+
+
+def ok(data: object) -> Answer:
+    return reply(200, as_json({"success": True, "data": data}))
+
+
+def error(status: int, code: str = "SOME_CODE", details: object = None) -> Answer:
     body = {
         "success": False,
         "error": {"code": code, "message": "it went wrong", "details": details},
     }
-    return lambda request: httpx.Response(status, json=body)
+    return reply(status, as_json(body))
 
 
-def raising(exc: Exception) -> Handler:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise exc
+async def stall_before_answering(service: WalletService, request: web.Request) -> web.Response:
+    await service.stall()  # past the client's deadline
+    return web.Response(status=200)
 
-    return handler
+
+async def trickle_then_stall(service: WalletService, request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(status=200)
+    response.content_type = "application/json"
+    response.content_length = 100
+    await response.prepare(request)
+    await response.write(b'{"success": ')
+    await service.stall()  # headers and part of the body sent, the rest never comes
+    return response
+
+
+async def drop_without_answering(service: WalletService, request: web.Request) -> web.Response:
+    assert request.transport is not None
+    request.transport.close()
+    return web.Response(status=200)
+
+
+async def drop_mid_answer(service: WalletService, request: web.Request) -> web.StreamResponse:
+    """Headers with a Content-Length, part of the body, then the connection closes."""
+    response = web.StreamResponse(status=200)
+    response.content_type = "application/json"
+    response.content_length = 500
+    await response.prepare(request)
+    await response.write(b'{"success": true, "da')
+    assert request.transport is not None
+    request.transport.close()
+    return response
+
+
+async def answer_not_http(service: WalletService, request: web.Request) -> web.Response:
+    assert request.transport is not None
+    request.transport.write(b"this is not HTTP\r\n\r\n")
+    request.transport.close()
+    return web.Response(status=200)
 
 
 def test_it_is_a_wallet() -> None:
     async def make() -> Wallet:
-        wallet = HttpWallet(BASE_URL, TOKEN)
+        wallet = HttpWallet("http://wallet.test", TOKEN)
         await wallet.aclose()
         return wallet
 
@@ -102,10 +207,10 @@ def test_apply_posts_the_operation_with_auth_and_amounts_as_strings() -> None:
     assert receipt == WalletReceipt("debit-1", 5, 1_700_000_000_000, replayed=False)
     (request,) = service.requests
     assert request.method == "POST"
-    assert str(request.url) == "http://wallet.test/api/v1/operations"
+    assert request.path == "/api/v1/operations"
     assert request.headers["authorization"] == f"Bearer {TOKEN}"
     assert request.headers["content-type"] == "application/json"
-    assert json.loads(request.content) == {
+    assert request.json() == {
         "key": "debit-1",
         "op": "debit",
         "user_id": 7,
@@ -115,11 +220,17 @@ def test_apply_posts_the_operation_with_auth_and_amounts_as_strings() -> None:
     }
 
 
+def test_a_base_url_with_a_trailing_slash_gives_the_same_paths() -> None:
+    service = WalletService(ok(receipt_data(HOLD)))
+    call(service, lambda wallet: wallet.apply(HOLD), base_path="/api/")
+    assert service.requests[0].path == "/api/v1/operations"
+
+
 def test_large_amounts_travel_exactly_as_integer_strings() -> None:
     service = WalletService(ok(receipt_data(HOLD)))
     receipt = call(service, lambda wallet: wallet.apply(HOLD))
     assert receipt.amount_units == 12_345_678_901_234_567_890
-    sent = json.loads(service.requests[0].content)
+    sent = service.requests[0].json()
     assert sent["amount_units"] == "12345678901234567890"
     assert sent["account"] == "available"
 
@@ -128,8 +239,7 @@ def test_void_sends_target_key_and_no_amount() -> None:
     service = WalletService(ok(receipt_data(VOID, amount_units="0", replayed=True)))
     receipt = call(service, lambda wallet: wallet.apply(VOID))
     assert receipt == WalletReceipt("void-1", 0, 1_700_000_000_000, replayed=True)
-    sent = json.loads(service.requests[0].content)
-    assert sent == {
+    assert service.requests[0].json() == {
         "key": "void-1",
         "op": "void",
         "user_id": 7,
@@ -144,11 +254,16 @@ def test_void_receipt_carries_the_released_amount() -> None:
     assert call(service, lambda wallet: wallet.apply(VOID)).amount_units == 1_500
 
 
-def test_every_call_has_the_configured_timeout_on_every_phase() -> None:
+def test_sequential_calls_share_one_keep_alive_connection() -> None:
     service = WalletService(ok(receipt_data(HOLD)))
-    call(service, lambda wallet: wallet.apply(HOLD))
-    timeout = service.requests[0].extensions["timeout"]
-    assert timeout == {"connect": 2.5, "read": 2.5, "write": 2.5, "pool": 2.5}
+
+    async def twice(wallet: HttpWallet) -> None:
+        await wallet.apply(HOLD)
+        await wallet.apply(HOLD)
+
+    call(service, twice)
+    first, second = service.requests
+    assert first.peer == second.peer
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422, 499])
@@ -170,26 +285,35 @@ def test_a_rejection_without_details_has_empty_details() -> None:
 
 
 @pytest.mark.parametrize(
-    "response",
+    ("status", "body"),
     [
-        httpx.Response(400, text="Bad Request"),
-        httpx.Response(404, json={"detail": "Not Found"}),
-        httpx.Response(422, json={"success": False, "error": {"message": "no code"}}),
-        httpx.Response(
-            403, json={"success": False, "error": {"code": "X", "message": "m", "details": [1]}}
-        ),
-        httpx.Response(401, content=b"\xff\xfe"),
+        (400, b"Bad Request"),
+        (404, as_json({"detail": "Not Found"})),
+        (422, as_json({"success": False, "error": {"message": "no code"}})),
+        (403, as_json({"success": False, "error": {"code": "X", "message": "m", "details": [1]}})),
+        (401, b"\xff\xfe"),
+        (400, b"x" * (MAX_REPLY_BODY_BYTES + 1)),
     ],
-    ids=["text", "other-json", "no-code", "details-list", "not-utf8"],
+    ids=["text", "other-json", "no-code", "details-list", "not-utf8", "oversized"],
 )
 def test_a_client_error_without_the_envelope_is_a_protocol_rejection(
-    response: httpx.Response,
+    status: int, body: bytes
 ) -> None:
-    service = WalletService(lambda request: response)
+    service = WalletService(reply(status, body, "text/plain"))
     with pytest.raises(WalletRejectedError) as raised:
         call(service, lambda wallet: wallet.apply(HOLD))
     assert raised.value.code == "WALLET_PROTOCOL_ERROR"
-    assert raised.value.details["status"] == response.status_code
+    assert raised.value.details["status"] == status
+
+
+def test_a_protocol_rejection_quotes_the_start_of_the_body() -> None:
+    service = WalletService(reply(400, b"Bad Request " * 100, "text/plain"))
+    with pytest.raises(WalletRejectedError) as raised:
+        call(service, lambda wallet: wallet.apply(HOLD))
+    text = raised.value.details["body"]
+    assert isinstance(text, str)
+    assert text.startswith("Bad Request Bad Request")
+    assert len(text) == 200
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504, 599])
@@ -203,50 +327,106 @@ def test_timeouts_throttling_and_server_errors_are_unavailable(status: int) -> N
 
 @pytest.mark.parametrize("status", [201, 202, 204, 302])
 def test_other_statuses_are_unavailable(status: int) -> None:
-    service = WalletService(lambda request: httpx.Response(status))
-    with pytest.raises(WalletUnavailableError):
+    service = WalletService(reply(status))
+    with pytest.raises(WalletUnavailableError, match=f"HTTP {status}"):
         call(service, lambda wallet: wallet.apply(HOLD))
 
 
+def test_a_redirect_is_not_followed() -> None:
+    async def redirect(service: WalletService, request: web.Request) -> web.StreamResponse:
+        if request.path.startswith("/elsewhere"):
+            return await ok(receipt_data(HOLD))(service, request)
+        return web.Response(status=307, headers={"Location": "/elsewhere"})
+
+    service = WalletService(redirect)
+    with pytest.raises(WalletUnavailableError, match="HTTP 307"):
+        call(service, lambda wallet: wallet.apply(HOLD))
+    assert len(service.requests) == 1
+
+
 def test_a_server_error_with_a_plain_body_is_still_unavailable() -> None:
-    service = WalletService(lambda request: httpx.Response(502, text="<html>bad gateway</html>"))
+    service = WalletService(reply(502, b"<html>bad gateway</html>", "text/html"))
     with pytest.raises(WalletUnavailableError, match="HTTP 502"):
         call(service, lambda wallet: wallet.apply(HOLD))
 
 
+def free_port() -> int:
+    """A local port that nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def test_a_refused_connection_is_unavailable_and_ambiguous() -> None:
+    async def refused() -> None:
+        wallet = HttpWallet(f"http://{HOST}:{free_port()}", TOKEN)
+        try:
+            await wallet.apply(HOLD)
+        finally:
+            await wallet.aclose()
+
+    with pytest.raises(WalletUnavailableError, match="ambiguous") as raised:
+        asyncio.run(refused())
+    assert isinstance(raised.value.__cause__, aiohttp.ClientConnectionError)
+    assert "retry with the same key" in str(raised.value)
+
+
 @pytest.mark.parametrize(
-    "exc",
+    ("answer", "cause"),
     [
-        httpx.ConnectError("connection refused"),
-        httpx.ConnectTimeout("connect timed out"),
-        httpx.ReadTimeout("read timed out"),
-        httpx.WriteTimeout("write timed out"),
-        httpx.PoolTimeout("no connection free"),
-        httpx.ReadError("connection reset"),
-        httpx.WriteError("broken pipe"),
-        httpx.RemoteProtocolError("server disconnected without sending a response"),
+        (drop_without_answering, aiohttp.ServerDisconnectedError),
+        (drop_mid_answer, aiohttp.ClientPayloadError),
+        (answer_not_http, aiohttp.ClientResponseError),
     ],
-    ids=lambda exc: type(exc).__name__,
+    ids=["dropped-before-answer", "dropped-mid-answer", "not-http"],
 )
-def test_transport_failures_are_unavailable_and_ambiguous(exc: Exception) -> None:
-    service = WalletService(raising(exc))
+def test_transport_failures_are_unavailable_and_ambiguous(
+    answer: Answer, cause: type[Exception]
+) -> None:
+    service = WalletService(answer)
     with pytest.raises(WalletUnavailableError, match="ambiguous") as raised:
         call(service, lambda wallet: wallet.apply(HOLD))
-    assert raised.value.__cause__ is exc
+    assert isinstance(raised.value.__cause__, cause)
     assert "retry with the same key" in str(raised.value)
+    assert len(service.requests) == 1  # the request was received: it may have been applied
+
+
+@pytest.mark.parametrize(
+    "answer", [stall_before_answering, trickle_then_stall], ids=["no-answer", "body-stalls"]
+)
+def test_the_deadline_bounds_the_whole_call(answer: Answer) -> None:
+    service = WalletService(answer)
+    with pytest.raises(WalletUnavailableError, match=r"timed out.*ambiguous") as raised:
+        call(service, lambda wallet: wallet.apply(HOLD), timeout_ms=SHORT_TIMEOUT_MS)
+    assert isinstance(raised.value.__cause__, TimeoutError)
+    assert service.stalled.is_set()  # the server held the call past the deadline
+
+
+def test_waiting_for_a_pooled_connection_counts_toward_the_deadline() -> None:
+    service = WalletService(stall_before_answering)
+
+    async def two(wallet: HttpWallet) -> list[object]:
+        return list(
+            await asyncio.gather(wallet.apply(HOLD), wallet.apply(HOLD), return_exceptions=True)
+        )
+
+    outcomes = call(service, two, timeout_ms=SHORT_TIMEOUT_MS, max_connections=1)
+    assert all(isinstance(outcome, WalletUnavailableError) for outcome in outcomes)
+    assert len(service.requests) == 1  # the second never got the only connection
 
 
 def test_applied_then_dropped_is_unavailable_and_the_retry_replays() -> None:
     applied: dict[str, dict[str, object]] = {}
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        key = json.loads(request.content)["key"]
+    async def apply_once(service: WalletService, request: web.Request) -> web.StreamResponse:
+        key = json.loads(await request.read())["key"]
         if key in applied:
-            return httpx.Response(200, json={"success": True, "data": applied[key]})
+            return await ok(applied[key])(service, request)
         applied[key] = receipt_data(HOLD, replayed=True)
-        raise httpx.RemoteProtocolError("server disconnected without sending a response")
+        return await drop_mid_answer(service, request)
 
-    service = WalletService(handler)
+    service = WalletService(apply_once)
 
     async def apply_then_retry(wallet: HttpWallet) -> WalletReceipt:
         with pytest.raises(WalletUnavailableError):
@@ -256,29 +436,30 @@ def test_applied_then_dropped_is_unavailable_and_the_retry_replays() -> None:
     receipt = call(service, apply_then_retry)
     assert receipt.replayed
     assert receipt.amount_units == HOLD.amount_units
-    first, retry = (json.loads(request.content) for request in service.requests)
+    first, retry = (request.json() for request in service.requests)
     assert first == retry  # the same key and parameters
 
 
 @pytest.mark.parametrize(
-    "response",
+    "body",
     [
-        httpx.Response(200, text="OK"),
-        httpx.Response(200, json=[]),
-        httpx.Response(200, json={"success": False, "data": {}}),
-        httpx.Response(200, json={"success": True}),
-        httpx.Response(200, json={"success": True, "data": "done"}),
-        httpx.Response(200, json={"success": True, "data": receipt_data(HOLD, key="other")}),
-        httpx.Response(200, json={"success": True, "data": receipt_data(HOLD, op="release")}),
-        httpx.Response(200, json={"success": True, "data": receipt_data(HOLD, user_id=8)}),
-        httpx.Response(200, json={"success": True, "data": receipt_data(HOLD, asset="BTC")}),
-        httpx.Response(200, json={"success": True, "data": receipt_data(HOLD, amount_units=15)}),
-        httpx.Response(200, json={"success": True, "data": receipt_data(HOLD, amount_units="1.5")}),
-        httpx.Response(200, json={"success": True, "data": receipt_data(HOLD, amount_units="-1")}),
-        httpx.Response(200, json={"success": True, "data": receipt_data(HOLD, amount_units="1")}),
-        httpx.Response(200, json={"success": True, "data": receipt_data(HOLD, applied_at_ms="1")}),
-        httpx.Response(200, json={"success": True, "data": receipt_data(HOLD, applied_at_ms=True)}),
-        httpx.Response(200, json={"success": True, "data": receipt_data(HOLD, replayed="no")}),
+        b"OK",
+        as_json([]),
+        as_json({"success": False, "data": {}}),
+        as_json({"success": True}),
+        as_json({"success": True, "data": "done"}),
+        as_json({"success": True, "data": receipt_data(HOLD, key="other")}),
+        as_json({"success": True, "data": receipt_data(HOLD, op="release")}),
+        as_json({"success": True, "data": receipt_data(HOLD, user_id=8)}),
+        as_json({"success": True, "data": receipt_data(HOLD, asset="BTC")}),
+        as_json({"success": True, "data": receipt_data(HOLD, amount_units=15)}),
+        as_json({"success": True, "data": receipt_data(HOLD, amount_units="1.5")}),
+        as_json({"success": True, "data": receipt_data(HOLD, amount_units="-1")}),
+        as_json({"success": True, "data": receipt_data(HOLD, amount_units="1")}),
+        as_json({"success": True, "data": receipt_data(HOLD, applied_at_ms="1")}),
+        as_json({"success": True, "data": receipt_data(HOLD, applied_at_ms=True)}),
+        as_json({"success": True, "data": receipt_data(HOLD, replayed="no")}),
+        as_json({"success": True, "data": receipt_data(HOLD, padding="x" * MAX_REPLY_BODY_BYTES)}),
     ],
     ids=[
         "text",
@@ -297,11 +478,29 @@ def test_applied_then_dropped_is_unavailable_and_the_retry_replays() -> None:
         "applied-at-string",
         "applied-at-bool",
         "replayed-string",
+        "oversized",
     ],
 )
-def test_a_malformed_success_is_unavailable(response: httpx.Response) -> None:
-    service = WalletService(lambda request: response)
+def test_a_malformed_success_is_unavailable(body: bytes) -> None:
+    service = WalletService(reply(200, body))
     with pytest.raises(WalletUnavailableError, match="malformed"):
+        call(service, lambda wallet: wallet.apply(HOLD))
+
+
+def test_an_oversized_chunked_success_is_unavailable_and_not_read_whole() -> None:
+    async def endless(service: WalletService, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=200)
+        response.content_type = "application/json"
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        chunk = b" " * 65_536
+        for _ in range(MAX_REPLY_BODY_BYTES // len(chunk) + 1):
+            await response.write(chunk)
+        await service.stall()  # more would follow: the client must stop reading
+        return response
+
+    service = WalletService(endless)
+    with pytest.raises(WalletUnavailableError, match=f"larger than {MAX_REPLY_BODY_BYTES}"):
         call(service, lambda wallet: wallet.apply(HOLD))
 
 
@@ -318,8 +517,9 @@ def test_balances_are_parsed_and_sorted_by_asset() -> None:
     ]
     (request,) = service.requests
     assert request.method == "GET"
-    assert str(request.url) == "http://wallet.test/api/v1/balances/7"
+    assert request.path == "/api/v1/balances/7"
     assert request.headers["authorization"] == f"Bearer {TOKEN}"
+    assert request.body == b""
 
 
 def test_no_balances_is_an_empty_list() -> None:
@@ -353,8 +553,12 @@ def test_balances_errors_map_like_operations() -> None:
     assert raised.value.code == "USER_NOT_FOUND"
     with pytest.raises(WalletUnavailableError):
         call(WalletService(error(503)), lambda wallet: wallet.balances(7))
-    with pytest.raises(WalletUnavailableError):
-        call(WalletService(raising(httpx.ReadTimeout("slow"))), lambda wallet: wallet.balances(7))
+    with pytest.raises(WalletUnavailableError, match="timed out"):
+        call(
+            WalletService(stall_before_answering),
+            lambda wallet: wallet.balances(7),
+            timeout_ms=SHORT_TIMEOUT_MS,
+        )
 
 
 def test_one_client_serves_concurrent_calls() -> None:
@@ -367,12 +571,31 @@ def test_one_client_serves_concurrent_calls() -> None:
     assert len(receipts) == 5 == len(service.requests)
 
 
+def test_a_closed_client_refuses_calls() -> None:
+    service = WalletService(ok(receipt_data(HOLD)))
+
+    async def use_after_close(wallet: HttpWallet) -> None:
+        await wallet.apply(HOLD)
+        await wallet.aclose()
+        with pytest.raises(RuntimeError, match="closed"):
+            await wallet.apply(HOLD)
+
+    call(service, use_after_close)
+    assert len(service.requests) == 1
+
+
 @pytest.mark.parametrize(
     "options",
-    [{"token": ""}, {"timeout_ms": 0}, {"max_connections": 0}],
+    [
+        {"token": ""},
+        {"timeout_ms": 0},
+        {"max_connections": 0},
+        {"base_url": "wallet.test:8091"},
+        {"base_url": "ftp://wallet.test"},
+    ],
     ids=str,
 )
 def test_bad_settings_are_refused(options: dict[str, Any]) -> None:
-    arguments: dict[str, Any] = {"token": TOKEN, **options}
+    arguments: dict[str, Any] = {"base_url": "http://wallet.test", "token": TOKEN, **options}
     with pytest.raises(ValueError):
-        HttpWallet(BASE_URL, **arguments)
+        HttpWallet(**arguments)
