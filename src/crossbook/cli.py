@@ -154,6 +154,33 @@ def bench_durable(
     durable.run(chosen, commands, runs, seed, window, batch_max, pg_admin_url, as_json)
 
 
+@bench_app.command("wallet")
+def bench_wallet(
+    database: Annotated[
+        list[Database] | None,
+        typer.Option("--database", help="sqlite and/or postgres (repeatable). Default: both."),
+    ] = None,
+    operations: Annotated[int, typer.Option("--operations", min=1)] = 2_000,
+    runs: Annotated[int, typer.Option("--runs", min=1)] = 3,
+    clients: Annotated[
+        int,
+        typer.Option(
+            "--clients", min=0, help="Clients applying one after another (0: all at once)."
+        ),
+    ] = 0,
+    pg_admin_url: Annotated[
+        str, typer.Option("--pg-admin-url", help="Where fresh benchmark databases are made.")
+    ] = "postgresql://postgres@127.0.0.1:5432/postgres",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Benchmark the wallet service: idempotent operations/s, each committed before it
+    is answered."""
+    from crossbook.bench import wallet  # noqa: PLC0415 - lazy: only this command needs it
+
+    chosen = list(dict.fromkeys(d.value for d in (database or list(Database))))
+    wallet.run(chosen, operations, runs, clients, pg_admin_url, as_json)
+
+
 @app.command("loadtest")
 def loadtest(
     url: Annotated[

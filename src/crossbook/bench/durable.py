@@ -88,7 +88,7 @@ def run(
 async def _run_once(
     database: str, stream: streams.Stream, window: int, batch_max: int, pg_admin_url: str
 ) -> DurableRun:
-    async with _fresh_database(database, pg_admin_url) as url:
+    async with fresh_database(database, pg_admin_url) as url:
         store = await SqlStore.open(url)
         batches: list[BatchStats] = []
         engine = Engine(
@@ -133,7 +133,7 @@ async def _settled(task: asyncio.Task[list[Event]]) -> list[Event]:
 
 
 @asynccontextmanager
-async def _fresh_database(database: str, pg_admin_url: str) -> AsyncIterator[str]:
+async def fresh_database(database: str, pg_admin_url: str) -> AsyncIterator[str]:
     if database == "sqlite":
         with tempfile.TemporaryDirectory() as folder:
             yield f"sqlite:///{Path(folder) / 'bench.db'}"
