@@ -82,7 +82,8 @@ BACKGROUND_VOID_WAIT_S = 1.0
 def wallet_unavailable(reason: str) -> ApiError:
     return ApiError(
         ApiCode.WALLET_UNAVAILABLE,
-        f"wallet service unavailable ({reason}); nothing was done, retry",
+        f"wallet service unavailable ({reason}); nothing was accepted, retry"
+        " (a transfer: with the same Idempotency-Key)",
         headers={"Retry-After": "1"},
     )
 
