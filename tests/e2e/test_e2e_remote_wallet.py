@@ -198,6 +198,24 @@ def test_a_trade_settles_through_the_wallet_with_the_seed_fees(remote: Remote) -
     check_all_settled(remote)
 
 
+def test_an_order_the_wallet_cannot_hold_is_refused_with_the_amounts_as_decimals(
+    remote: Remote,
+) -> None:
+    scenario = remote.scenario
+    market = scenario.market()
+    buyer = scenario.trader({market.quote: "1000"})
+    body = {"symbol": market.symbol, "side": "buy", "type": "limit"}
+    body |= {"quantity": "1", "price": "2000"}
+    error = buyer.http.fails("POST", "/orders", 400, "INSUFFICIENT_BALANCE", json=body)
+    assert error["details"] == {
+        "asset": market.quote,
+        "required": "2002.000000",  # notional + the fee at the higher rate
+        "available": "1000.000000",
+    }
+    assert buyer.orders() == []
+    check_all_settled(remote)
+
+
 def test_an_admin_deposit_with_an_idempotency_key_is_applied_once(remote: Remote) -> None:
     """Deposits go to the wallet; retried with the same Idempotency-Key it applies once, and
     the same key for a different transfer is refused."""

@@ -88,6 +88,19 @@ def wallet_unavailable(reason: str) -> ApiError:
     )
 
 
+def insufficient_balance(asset: str, units: int, error: WalletRejectedError) -> DomainError:
+    """The wallet's refusal for lack of funds as the exchange's own: amounts in integer
+    units (the wallet sends them as integer strings), formatted at the edge as usual."""
+    available = str(error.details.get("available", ""))
+    return DomainError(
+        ErrorCode.INSUFFICIENT_BALANCE,
+        f"insufficient {asset} balance",
+        asset=asset,
+        required=units,
+        available=int(available) if available.isdigit() else None,
+    )
+
+
 @dataclass(slots=True)
 class WalletAccess:
     """What the API uses in remote-wallet mode (None in the context when embedded)."""
@@ -190,13 +203,7 @@ class WalletAccess:
             await self.wallet.apply(WalletOp(hold.key, WalletOpKind.HOLD, user_id, asset, units))
         except WalletRejectedError as error:
             if error.code == ErrorCode.INSUFFICIENT_BALANCE:
-                raise DomainError(
-                    ErrorCode.INSUFFICIENT_BALANCE,
-                    f"insufficient {asset} balance",
-                    asset=asset,
-                    required=units,
-                    available=error.details.get("available"),
-                ) from None
+                raise insufficient_balance(asset, units, error) from None
             raise wallet_unavailable(error.code) from None
         except WalletCircuitOpenError:
             raise wallet_unavailable("circuit open") from None  # no call made: nothing held
@@ -240,9 +247,7 @@ class WalletAccess:
             await self.wallet.apply(op)
         except WalletRejectedError as error:
             if error.code == ErrorCode.INSUFFICIENT_BALANCE:
-                raise DomainError(
-                    ErrorCode.INSUFFICIENT_BALANCE, f"insufficient {op.asset} balance"
-                ) from None
+                raise insufficient_balance(op.asset, op.amount_units, error) from None
             if error.code == "IDEMPOTENCY_KEY_REUSED":
                 raise ApiError(
                     ApiCode.IDEMPOTENCY_KEY_REUSED,
