@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 from crossbook.domain import DomainError
 from crossbook.domain.ledger import Ledger
-from crossbook.engine.settlement import StoredSettlement
+from crossbook.engine.settlement import StoredSettlement, pending_settlement
 from crossbook.engine.settlement_plan import PlannedSettlement, SettlementStatus
 from crossbook.engine.views import StoredBalance
 from crossbook.engine.wallet import (
@@ -81,19 +81,7 @@ class MemorySettlementStore:
     def add(self, planned: PlannedSettlement) -> StoredSettlement:
         """Insert `planned` PENDING (what the engine's commit does)."""
         assert planned.settlement_id not in self.settlements, planned.settlement_id
-        stored = StoredSettlement(
-            settlement_id=planned.settlement_id,
-            kind=planned.kind,
-            trade_id=planned.trade_id,
-            status=SettlementStatus.PENDING,
-            attempts=0,
-            reason=None,
-            created_at_ms=planned.created_at_ms,
-            updated_at_ms=planned.created_at_ms,
-            settled_at_ms=None,
-            failed_at_ms=None,
-            legs=planned.legs,
-        )
+        stored = pending_settlement(planned)
         self.settlements[stored.settlement_id] = stored
         if stored.trade_id is not None:
             self.trade_status[stored.trade_id] = SettlementStatus.PENDING

@@ -186,7 +186,7 @@ class _SpecLookup(Mapping[str, MarketSpec]):
         raise NotImplementedError("specs are looked up by symbol only")
 
 
-def _pending(planned: PlannedSettlement) -> StoredSettlement:
+def pending_settlement(planned: PlannedSettlement) -> StoredSettlement:
     """A settlement as the engine's commit stored it: PENDING, nothing tried yet."""
     return StoredSettlement(
         settlement_id=planned.settlement_id,
@@ -286,7 +286,7 @@ class SettlementService:
         specs = _SpecLookup(self._specs)
         for planned in plan_settlements(events, specs):
             if self._offer(planned.settlement_id):
-                self._planned[planned.settlement_id] = _pending(planned)
+                self._planned[planned.settlement_id] = pending_settlement(planned)
 
     def _offer(self, settlement_id: int) -> bool:
         """Queue `settlement_id` unless it is known already; False if it was not queued."""

@@ -96,12 +96,12 @@ def record_statements(
         )
         .values(state=bindparam("b_state"), generation=bindparam("b_generation"))
     )
-    leg_params = [
-        {"b_leg_no": n, "b_state": str(leg.state), "b_generation": leg.generation}
-        for n, leg in enumerate(s.legs)
-    ]
     out: list[tuple[Executable, Sequence[Mapping[str, Any]] | None]] = [(head, None)]
     if s.status is not SettlementStatus.SETTLED:  # SETTLED: every leg applied, as planned
+        leg_params = [
+            {"b_leg_no": n, "b_state": str(leg.state), "b_generation": leg.generation}
+            for n, leg in enumerate(s.legs)
+        ]
         out.append((legs, leg_params))
     if s.trade_id is not None:
         trade = (
