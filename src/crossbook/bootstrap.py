@@ -36,7 +36,7 @@ import structlog
 
 from crossbook.adapters.sql import SqlStore
 from crossbook.adapters.wallet_client import HttpWallet
-from crossbook.api.auth import Principal, Role, TokenCodec
+from crossbook.api.auth import Authenticator, Principal, Role, TokenCodec
 from crossbook.api.context import ApiContext, now_ms
 from crossbook.api.metrics import ApiMetrics
 from crossbook.api.rate_limit import RateLimiter
@@ -128,13 +128,14 @@ async def open_runtime(
         candles = await _recent_minute_candles(store, list(engine.exchange.markets), now_ms())
         market_data = MarketData.from_exchange(engine.exchange, candles)
         tokens = TokenCodec(settings.jwt_secret_value, settings.jwt_ttl_s)
+        auth = Authenticator(tokens, await store.last_user_id())
         hub = StreamHub(
             market_data,
             metrics,
             max_pending_messages=settings.ws_max_pending_messages,
             max_subscriptions=settings.ws_max_subscriptions,
             book_depth=SNAPSHOT_MAX_LEVELS,
-            tokens=tokens,
+            auth=auth,
             now_ms=now_ms,
             engine_balances=settings.wallet_url is None,
         )
@@ -152,7 +153,7 @@ async def open_runtime(
             engine=engine,
             store=store,
             market_data=market_data,
-            tokens=tokens,
+            auth=auth,
             rate_limiter=RateLimiter(settings.order_rate_per_s, settings.order_burst),
             metrics=metrics,
             wallet=wallet,
@@ -272,6 +273,7 @@ async def create_demo_users(runtime: Runtime) -> None:
         return
     for name in DEMO_USERS:
         user = await runtime.store.create_user(name, now_ms())
+        runtime.context.auth.user_created(user.user_id)
         for asset, units in DEMO_FUNDS:
             if asset not in runtime.market_data.assets():
                 continue
@@ -279,7 +281,7 @@ async def create_demo_users(runtime: Runtime) -> None:
                 await runtime.engine.submit(Deposit(user.user_id, asset, units))
             else:
                 await runtime.wallet.transfer(WalletOpKind.DEPOSIT, user.user_id, asset, units)
-        token = runtime.context.tokens.issue(Principal(Role.TRADER, user.user_id))
+        token = runtime.context.auth.tokens.issue(Principal(Role.TRADER, user.user_id))
         log.info("demo user", name=name, user_id=user.user_id, token=token)
 
 

@@ -194,7 +194,7 @@ def settlement_list(
     as_json: JsonOption = False,
 ) -> None:
     """List settlements: by default the dead-letter queue, with why each failed."""
-    data = _call(url, "GET", f"/settlements?status={status}&limit={limit}")
+    data = _call(url, "GET", f"/settlements?status={status.upper()}&limit={limit}")
     _show(data, as_json, "\n".join(_settlement_line(s) for s in data) or "(none)")
 
 

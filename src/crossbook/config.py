@@ -9,6 +9,9 @@ Invariants (checked when the settings are built, a `ValueError` otherwise):
   `MIN_JWT_SECRET_CHARS` long, and not the development secret: a production
   server never runs with a secret anyone can read in this file;
 - every limit is positive;
+- `/docs`, `/openapi.json` and `/metrics` are served in development and not in
+  production unless `docs_enabled` / `metrics_enabled` say otherwise; with
+  `metrics_token` set, `/metrics` answers only that bearer token;
 - remote-wallet mode (`wallet_url` set): outside development `wallet_token`
   must be set (32+ characters); in development it defaults to the wallet
   service's development token.
@@ -58,9 +61,13 @@ class Settings(BaseSettings):
     order_rate_per_s: float = Field(50.0, gt=0)  # per user, token bucket refill (not money)
     order_burst: int = Field(100, gt=0)  # per user, token bucket size
     max_body_bytes: int = Field(64 * 1024, gt=0)
-    max_book_depth: int = Field(1_000, gt=0)
     ws_max_pending_messages: int = Field(2_000, gt=0)  # per connection, then disconnected
     ws_max_subscriptions: int = Field(100, gt=0)  # channels per connection
+
+    # what the server shows of itself (None: on in development, off in production)
+    docs_enabled: bool | None = None  # /docs, /redoc and /openapi.json
+    metrics_enabled: bool | None = None  # /metrics
+    metrics_token: SecretStr | None = None  # if set, /metrics needs `Authorization: Bearer …`
 
     # remote-wallet mode: balances live in the wallet service at this URL (off when None)
     wallet_url: str | None = None
@@ -104,6 +111,16 @@ class Settings(BaseSettings):
                 f"(at least {MIN_SERVICE_TOKEN_CHARS} characters) outside development"
             )
         return self
+
+    @property
+    def docs_served(self) -> bool:
+        return self.environment == "development" if self.docs_enabled is None else self.docs_enabled
+
+    @property
+    def metrics_served(self) -> bool:
+        if self.metrics_enabled is None:
+            return self.environment == "development"
+        return self.metrics_enabled
 
     @property
     def wallet_token_value(self) -> str:

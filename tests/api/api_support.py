@@ -13,6 +13,7 @@ import itertools
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -237,3 +238,51 @@ def refused(
     assert set(body["error"]) == {"code", "message", "details"}, body
     assert body["meta"]["request_id"] == response.headers["x-request-id"]
     return response
+
+
+class RawHttp:
+    """One kept-alive HTTP/1.1 connection on a plain socket, for what a client library
+    hides: whether the server kept the connection after an answer (a server that drops
+    it without `Connection: close` shows as EOF on the next request)."""
+
+    def __init__(self, server: LiveServer, timeout_s: float = 10.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", server.settings.port), timeout_s)
+        self.buffer = b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def request(
+        self, method: str, target: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        target = urllib.parse.quote(target, safe="/?&=:%+")  # as clients send non-ASCII
+        lines = [f"{method} {target} HTTP/1.1", "Host: test", f"Content-Length: {len(body)}"]
+        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        head = self._read_until(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        found = dict(line.split(": ", 1) for line in header_lines if line)
+        fields = {name.lower(): value for name, value in found.items()}
+        content = self._read_exactly(int(fields.get("content-length", "0")))
+        return int(status_line.split(" ")[1]), fields, content
+
+    def _read_until(self, marker: bytes) -> bytes:
+        for _ in range(10_000):
+            head, found, rest = self.buffer.partition(marker)
+            if found:
+                self.buffer = rest
+                return head
+            self._fill()
+        raise AssertionError("no end of headers")
+
+    def _read_exactly(self, count: int) -> bytes:
+        while len(self.buffer) < count:
+            self._fill()
+        data, self.buffer = self.buffer[:count], self.buffer[count:]
+        return data
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        self.buffer += chunk

@@ -59,7 +59,9 @@ def test_engine_refusals_map_to_status_and_retry_after(
             context = dataclasses.replace(runtime.context, engine=engine)
             app = create_app(settings, runtime.metrics)
             attach(app, context, runtime.hub)
-            token = context.tokens.issue(Principal(Role.TRADER, 1))
+            user = await runtime.store.create_user("trader", 0)
+            context.auth.user_created(user.user_id)
+            token = context.auth.tokens.issue(Principal(Role.TRADER, user.user_id))
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
                 body = {

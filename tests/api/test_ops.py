@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +18,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 from prometheus_client.parser import text_string_to_metric_families
 
-from api_support import Api, LiveServer, admin_api, fresh_market, new_trader, place
+from api_support import Api, LiveServer, admin_api, fresh_market, live_server, new_trader, place
 
 GENERATED_REQUEST_ID = re.compile(r"req_[0-9a-f]{16}")
 CONVERTOR = re.compile(r"\{(\w+):\w+\}")
@@ -310,3 +311,38 @@ def test_docs_serve_html(root: httpx.Client) -> None:
     assert response.headers["content-type"].startswith("text/html")
     assert "swagger-ui" in response.text
     assert "/openapi.json" in response.text
+
+
+# -- what production shows of itself --------------------------------------------------
+
+PRODUCTION_SECRET = "a-production-secret-of-at-least-32-chars!"
+METRICS_TOKEN = "metrics-token-for-the-scraper"
+
+
+@pytest.fixture(scope="module")
+def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    path = tmp_path_factory.mktemp("production") / "crossbook.db"
+    with live_server(path, environment="production", jwt_secret=PRODUCTION_SECRET) as running:
+        yield running
+
+
+def test_production_serves_no_docs_and_no_metrics_by_default(production: LiveServer) -> None:
+    with httpx.Client(base_url=production.url, timeout=10) as client:
+        for path in ("/docs", "/redoc", "/openapi.json", "/metrics"):
+            assert error_code(client.get(path), 404) == "NOT_FOUND", path
+        assert envelope(client.get("/health"), 200)["data"]["status"] == "ok"
+
+
+def test_metrics_behind_a_token_answer_only_that_token(tmp_path: Path) -> None:
+    settings = {"environment": "production", "jwt_secret": PRODUCTION_SECRET}
+    settings |= {"metrics_enabled": True, "metrics_token": METRICS_TOKEN}
+    with (
+        live_server(tmp_path / "db.sqlite", **settings) as running,
+        httpx.Client(base_url=running.url, timeout=10) as client,
+    ):
+        assert error_code(client.get("/metrics"), 401) == "UNAUTHORIZED"
+        wrong = {"Authorization": "Bearer not-the-token"}
+        assert error_code(client.get("/metrics", headers=wrong), 401) == "UNAUTHORIZED"
+        right = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+        scraped = client.get("/metrics", headers=right)
+        assert scraped.status_code == 200 and "crossbook_" in scraped.text

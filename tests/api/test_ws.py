@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from crossbook.api.auth import Principal, Role, TokenCodec
+from crossbook.api.auth import Authenticator, Principal, Role, TokenCodec
 from crossbook.api.metrics import ApiMetrics
 from crossbook.api.ws import StreamHub
 from crossbook.api.ws import _handle as handle
@@ -689,7 +689,7 @@ def test_private_channels_end_when_the_token_expires() -> None:
         max_pending_messages=100,
         max_subscriptions=10,
         book_depth=10,
-        tokens=codec,
+        auth=Authenticator(codec, last_user_id=1),
         now_ms=lambda: clock_ms[0],
     )
     connection = hub.connect(websocket=None)  # type: ignore[arg-type]

@@ -82,12 +82,34 @@ def test_parse_price_and_quantity_codes() -> None:
         (s.parse_price, "1.001", ErrorCode.INVALID_PRICE),
         (s.parse_quantity, "0", ErrorCode.INVALID_QUANTITY),
         (s.parse_quantity, "0.00001", ErrorCode.INVALID_QUANTITY),
-        (s.parse_quote_amount, "0.0000001", ErrorCode.INVALID_AMOUNT),
+        # the documented codes: a stop price is INVALID_STOP_PRICE, a quote budget is the
+        # order's quantity (INVALID_QUANTITY), up to 2**63 - 1 minor units
+        (s.parse_stop_price, "1.001", ErrorCode.INVALID_STOP_PRICE),
+        (s.parse_stop_price, "0", ErrorCode.INVALID_STOP_PRICE),
+        (s.parse_stop_price, "1e2", ErrorCode.INVALID_STOP_PRICE),
+        (s.parse_quote_quantity, "0.0000001", ErrorCode.INVALID_QUANTITY),
+        (s.parse_quote_quantity, "0", ErrorCode.INVALID_QUANTITY),
+        (s.parse_quote_quantity, "1e2", ErrorCode.INVALID_QUANTITY),
+        (s.parse_quote_quantity, "-5", ErrorCode.INVALID_QUANTITY),
+        (s.parse_quote_quantity, "NaN", ErrorCode.INVALID_QUANTITY),
+        (s.parse_quote_quantity, "9223372036854.775808", ErrorCode.INVALID_QUANTITY),
     ]
     for parse, text, code in cases:
         with pytest.raises(DomainError) as raised:
             parse(text)
         assert raised.value.code is code, text
+
+
+def test_quote_quantity_up_to_the_64_bit_bound_is_accepted() -> None:
+    s = spec()  # a 6-decimal quote asset: 2**63 - 1 minor units
+    assert s.parse_quote_quantity("9223372036854.775807") == 2**63 - 1
+
+
+def test_a_value_on_the_grid_is_accepted_with_trailing_zeros() -> None:
+    s = spec()  # tick 0.01: exact values are accepted however many zeros follow
+    assert s.parse_price("50000.0000") == s.parse_price("50000") == 5_000_000
+    with pytest.raises(DomainError):
+        s.parse_price("50000.001")
 
 
 def test_formatting_uses_the_market_precision() -> None:

@@ -89,12 +89,12 @@ def test_market_buy_by_quote_budget_spends_at_most_the_budget() -> None:
     # 0.01 @ 50,000 = 500 (+0.5 fee); then 599.4 left buys floor(599.4/60,060 per BTC) lots
     assert [spec.format_quantity(t.quantity_lots) for t in fills] == ["0.01000", "0.00998"]
     spent = sum(t.notional_units + t.buyer_fee_units for t in fills)
-    assert spent <= spec.parse_quote_amount("1100")
+    assert spent <= spec.parse_quote_quantity("1100")
     update = last_update(events, accepted_id(events))
     assert (update.status, update.reason) == (OrderStatus.FILLED, CloseReason.FILLED)
     assert update.quantity_lots == update.filled_lots
     assert h.ex.ledger.locked(9, "USDT") == 0
-    assert h.ex.ledger.available(9, "USDT") == spec.parse_quote_amount("2000") - spent
+    assert h.ex.ledger.available(9, "USDT") == spec.parse_quote_quantity("2000") - spent
 
 
 def test_market_buy_by_quote_budget_expires_when_the_book_runs_out() -> None:

@@ -97,7 +97,7 @@ class Harness:
             order_type=order_type,
             quantity_lots=spec.parse_quantity(quantity) if quantity else 0,
             price_ticks=spec.parse_price(price) if price else 0,
-            quote_budget_units=spec.parse_quote_amount(quote) if quote else 0,
+            quote_budget_units=spec.parse_quote_quantity(quote) if quote else 0,
             stop_price_ticks=spec.parse_price(stop) if stop else 0,
             time_in_force=tif,
             post_only=post_only,

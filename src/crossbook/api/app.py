@@ -3,32 +3,35 @@
 `create_app(settings, metrics)` wires routes, the gateway middleware and the exception
 handlers that turn every refusal into the seed's error envelope. No handler
 returns a 5xx for bad input: a `DomainError` or `ApiError` maps to its 4xx, a
-malformed body to 400 with the field's code, an unknown route to 404; only an
-unexpected exception gives 500 INTERNAL_ERROR, which is a bug and is logged
-with a trace id.
+malformed body to 400 with the field's code, an unknown route to 404 and a known
+path with another method to 405 (`Allow` naming every method of that path); only
+an unexpected exception gives 500 INTERNAL_ERROR, which is a bug: the gateway
+middleware answers it in the envelope with a trace id, logs it, and keeps the
+connection usable. `/docs`, `/redoc` and `/openapi.json` are served only when the
+settings say so (by default in development).
 """
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-import structlog
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from crossbook import __version__
 from crossbook.api.context import ApiContext
 from crossbook.api.envelope import failure
-from crossbook.api.errors import FIELD_CODES, ApiCode, ApiError, from_domain
+from crossbook.api.errors import FIELD_CODES, PATH_CODES, ApiCode, ApiError, from_domain
 from crossbook.api.metrics import ApiMetrics
 from crossbook.api.middleware import GatewayMiddleware
+from crossbook.api.params import echo
 from crossbook.api.routes import account, admin, market, ops, orders, settlements
 from crossbook.api.ws import StreamHub
 from crossbook.api.ws import router as ws_router
@@ -44,7 +47,6 @@ ROUTERS = (
     ops.router,
     ws_router,
 )
-log = structlog.get_logger(__name__)
 DECIMAL_FIELDS = frozenset({"price", "stop_price", "quantity", "quote_quantity", "amount"})
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -54,11 +56,15 @@ def create_app(
     settings: Settings, metrics: ApiMetrics, lifespan: Lifespan | None = None
 ) -> FastAPI:
     """The app; `attach` gives it its runtime (in `lifespan`, or before serving)."""
+    docs = settings.docs_served
     app = FastAPI(
         title="crossbook",
         version=__version__,
         description="Spot-exchange trade engine: REST v1 and WebSocket streams.",
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     for router in ROUTERS:
         app.include_router(router)
@@ -68,7 +74,6 @@ def create_app(
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)
     return app
 
 
@@ -127,11 +132,20 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 
 def validation_error(problems: Any) -> ApiError:
-    """The first problem of a request that failed the schema, with its field's code."""
+    """The first problem of a request that failed the schema, with its field's code.
+
+    A path parameter that is not of its form names nothing: ORDER_NOT_FOUND,
+    MARKET_NOT_FOUND … (404), as an unknown one of the right form would."""
     first = problems[0] if problems else {}
     location = [str(part) for part in first.get("loc", ())]
-    field = next((p for p in reversed(location) if p in FIELD_CODES), None)
     name = location[-1] if location else "body"
+    if location[:1] == ["path"] and name in PATH_CODES:
+        return ApiError(
+            PATH_CODES[name],
+            f"no such {name.removesuffix('_id')}",
+            details={name: echo(first.get("input"))},
+        )
+    field = next((p for p in reversed(location) if p in FIELD_CODES), None)
     code = FIELD_CODES[field] if field else ApiCode.INVALID_REQUEST
     message = first.get("msg", "invalid request")
     if field in DECIMAL_FIELDS and first.get("type", "").startswith("string_type"):
@@ -148,14 +162,19 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     code = {404: ApiCode.NOT_FOUND, 405: ApiCode.METHOD_NOT_ALLOWED}.get(
         exc.status_code, ApiCode.INVALID_REQUEST
     )
-    error = ApiError(code, str(exc.detail), status=exc.status_code, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request.url.path))
+    error = ApiError(code, str(exc.detail), status=exc.status_code, headers=headers)
     return failure(request, error)
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    trace_id = secrets.token_hex(16)
-    log.exception("unexpected error", trace_id=trace_id, path=request.url.path)
-    error = ApiError(
-        ApiCode.INTERNAL_ERROR, "An unexpected error occurred", details={"trace_id": trace_id}
-    )
-    return failure(request, error)
+def allowed_methods(path: str) -> list[str]:
+    """Every method some route answers at `path` (Starlette's 405 names only the first
+    route whose path matched)."""
+    methods: set[str] = set()
+    for router in ROUTERS:
+        for route in router.routes:
+            if isinstance(route, Route) and route.methods and route.path_regex.fullmatch(path):
+                methods |= route.methods
+    return sorted(methods)

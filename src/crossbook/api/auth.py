@@ -5,6 +5,9 @@ A trader's token has `sub` = the user id (a decimal string, as RFC 7519 wants
 and `role` = "admin". The algorithm is pinned on decode, so a token signed with
 `none` or an asymmetric algorithm is refused whatever its header says.
 
+A signed token whose subject is not a user (an id beyond the last user's) is
+refused like a bad one (`Authenticator`).
+
 Known limits: no revocation list (keep `jwt_ttl_s` short); one shared secret.
 """
 
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 import jwt
 
 from crossbook.api.errors import ApiCode, ApiError
+from crossbook.api.params import is_id
 
 ALGORITHM = "HS256"
 MAX_TOKEN_CHARS = 4_096
@@ -72,6 +76,30 @@ class TokenCodec:
         return Principal(principal.role, principal.user_id, int(claims["exp"]))
 
 
+class Authenticator:
+    """Tokens to principals: a valid signature and claims (`TokenCodec`), and a trader's
+    subject must be a user that exists.
+
+    Users are known cheaply: the store gives each new user the id after the highest
+    (`ReadStore.create_user`), so the users are exactly 1..`last_user_id`, which
+    the composition root reads at start-up and `user_created` advances.
+    """
+
+    def __init__(self, tokens: TokenCodec, last_user_id: int) -> None:
+        assert last_user_id >= 0, last_user_id
+        self.tokens = tokens
+        self.last_user_id = last_user_id
+
+    def user_created(self, user_id: int) -> None:
+        self.last_user_id = max(self.last_user_id, user_id)
+
+    def verify(self, token: str) -> Principal:
+        principal = self.tokens.verify(token)
+        if principal.user_id is not None and principal.user_id > self.last_user_id:
+            raise _unauthorized("token names an unknown user")
+        return principal
+
+
 def bearer_token(authorization: str | None) -> str:
     if not authorization:
         raise _unauthorized("missing Authorization: Bearer <token>")
@@ -84,10 +112,8 @@ def bearer_token(authorization: str | None) -> str:
 def _principal(role: object, subject: object) -> Principal:
     if role == Role.ADMIN and subject == "admin":
         return Principal(Role.ADMIN, None)
-    if role == Role.TRADER and isinstance(subject, str) and subject.isdigit():
-        user_id = int(subject)
-        if 0 < user_id < 2**63:
-            return Principal(Role.TRADER, user_id)
+    if role == Role.TRADER and isinstance(subject, str) and is_id(subject):
+        return Principal(Role.TRADER, int(subject))
     raise _unauthorized("token has an unknown role or subject")
 
 

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from starlette.requests import HTTPConnection
 
-from crossbook.api.auth import Principal, Role, TokenCodec, bearer_token
+from crossbook.api.auth import Authenticator, Principal, Role, bearer_token
 from crossbook.api.errors import ApiCode, ApiError
 from crossbook.api.metrics import ApiMetrics
 from crossbook.api.rate_limit import RateLimiter
@@ -45,7 +45,7 @@ class ApiContext:
     engine: CommandSink
     store: ReadStore
     market_data: MarketData
-    tokens: TokenCodec
+    auth: Authenticator
     rate_limiter: RateLimiter
     metrics: ApiMetrics
     wallet: WalletAccess | None = None  # remote-wallet mode: balances live in the wallet
@@ -71,7 +71,7 @@ class ApiContext:
     # -- principals ------------------------------------------------------------------
 
     def principal(self, connection: HTTPConnection) -> Principal:
-        return self.tokens.verify(bearer_token(connection.headers.get("authorization")))
+        return self.auth.verify(bearer_token(connection.headers.get("authorization")))
 
     def trader(self, connection: HTTPConnection) -> int:
         principal = self.principal(connection)

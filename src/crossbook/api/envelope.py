@@ -19,6 +19,8 @@ from starlette.responses import Response
 from crossbook.api.errors import ApiError
 
 JSON = "application/json"
+MAX_DETAIL_DEPTH = 4  # nesting of an error's details
+MAX_DETAIL_ITEMS = 100  # entries of one list or object in an error's details
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -30,9 +32,11 @@ def iso_ms(ms: int) -> str:
 
 
 def ms_from_iso(text: str) -> int | None:
-    """ISO 8601 with a time zone as epoch milliseconds (exact integer arithmetic), or None."""
+    """ISO 8601 with a time zone as epoch milliseconds (exact integer arithmetic), or None.
+
+    RFC 3339's lower-case `t` and `z` are accepted as `T` and `Z`."""
     try:
-        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        stamp = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
     except ValueError:
         return None
     if stamp.tzinfo is None:
@@ -66,13 +70,30 @@ def success(
 
 
 def failure_body(connection: HTTPConnection, error: ApiError) -> dict[str, Any]:
+    details = {str(key): plain_json(value) for key, value in error.details.items()}
     return {
         "success": False,
-        "error": {"code": error.code, "message": error.message, "details": error.details},
+        "error": {"code": error.code, "message": error.message, "details": details},
         "meta": meta(connection),
     }
 
 
 def failure(connection: HTTPConnection, error: ApiError) -> Response:
-    body = orjson.dumps(failure_body(connection, error), default=str)
+    body = orjson.dumps(failure_body(connection, error))
     return Response(body, status_code=error.status, media_type=JSON, headers=error.headers)
+
+
+def plain_json(value: object, depth: int = 0) -> object:
+    """`value` as JSON that cannot fail to encode: strings, 64-bit integers, booleans,
+    None, and lists or objects of those at most `MAX_DETAIL_DEPTH` deep; anything else
+    (an integer beyond 64 bits, a float, an object) becomes its text."""
+    if value is None or isinstance(value, str | bool):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**63 else str(value)
+    if depth < MAX_DETAIL_DEPTH and isinstance(value, list | tuple):
+        return [plain_json(item, depth + 1) for item in value[:MAX_DETAIL_ITEMS]]
+    if depth < MAX_DETAIL_DEPTH and isinstance(value, dict):
+        items = list(value.items())[:MAX_DETAIL_ITEMS]
+        return {str(key): plain_json(item, depth + 1) for key, item in items}
+    return str(value)

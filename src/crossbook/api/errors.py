@@ -97,6 +97,16 @@ FIELD_CODES: Mapping[str, str] = {
 }
 
 
+# a path parameter of the wrong form names nothing: the code of an unknown one
+PATH_CODES: Mapping[str, str] = {
+    "order_id": ErrorCode.ORDER_NOT_FOUND,
+    "client_order_id": ErrorCode.ORDER_NOT_FOUND,
+    "symbol": ErrorCode.MARKET_NOT_FOUND,
+    "user_id": ApiCode.USER_NOT_FOUND,
+    "settlement_id": ApiCode.SETTLEMENT_NOT_FOUND,
+}
+
+
 class ApiError(Exception):
     """A refused request: status, stable code, message, details (and extra headers)."""
 

@@ -8,6 +8,10 @@ For every HTTP request, in order:
   at once with 413, and a streamed body (chunked, no length) that grows past it
   is cut off with 413: whatever the app answers to the cut-off body (FastAPI
   turns the error into 400) is dropped, unless it had already started answering;
+- `X-Content-Type-Options: nosniff` on every answer;
+- an exception that escapes the app (a bug) answered 500 INTERNAL_ERROR in the
+  envelope with a trace id, logged, and never re-raised into the server, so the
+  kept-alive connection stays usable;
 - a latency observation by route template (not raw path: bounded label values)
   and one structured log line per request.
 """
@@ -29,6 +33,7 @@ from crossbook.api.errors import ApiCode, ApiError
 from crossbook.api.metrics import ApiMetrics
 
 REQUEST_ID_HEADER = "x-request-id"
+NOSNIFF = (b"x-content-type-options", b"nosniff")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 log = structlog.get_logger("crossbook.http")
@@ -64,14 +69,14 @@ class GatewayMiddleware:
         status = 500
         response_started = False
         body_cut = False  # the streamed body passed the limit: the answer is 413
-        header = (b"x-request-id", request_id.encode())
+        headers = [(b"x-request-id", request_id.encode()), NOSNIFF]
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                message["headers"] = [*message.get("headers", []), header]
+                message["headers"] = [*message.get("headers", []), *headers]
             await send(message)
 
         async def send_from_app(message: Message) -> None:
@@ -88,9 +93,9 @@ class GatewayMiddleware:
             else:
                 try:
                     await self.app(scope, self._limited(receive, cut), send_from_app)
-                except Exception:
+                except Exception as error:
                     if not body_cut or response_started:
-                        raise
+                        await self._unexpected(scope, send_with_id, error, response_started)
                 if body_cut and not response_started:
                     await self._too_large(scope, send_with_id)
         finally:
@@ -121,6 +126,22 @@ class GatewayMiddleware:
 
         return receive_limited
 
+    @staticmethod
+    async def _unexpected(
+        scope: Scope, send: Send, error: Exception, response_started: bool
+    ) -> None:
+        """A bug: logged with a trace id and answered 500 INTERNAL_ERROR in the envelope,
+        never re-raised into the server (which would drop a kept-alive connection). If
+        the answer had already started, it is left to end where it stopped."""
+        trace_id = secrets.token_hex(16)
+        log.error("unexpected error", trace_id=trace_id, path=scope["path"], exc_info=error)
+        if response_started:
+            return
+        failed = ApiError(
+            ApiCode.INTERNAL_ERROR, "An unexpected error occurred", details={"trace_id": trace_id}
+        )
+        await failure(HTTPConnection(scope, _no_body), failed)(scope, _no_body, send)
+
     async def _too_large(self, scope: Scope, send: Send) -> None:
         error = ApiError(
             ApiCode.PAYLOAD_TOO_LARGE,
@@ -128,10 +149,11 @@ class GatewayMiddleware:
             details={"max_bytes": self.max_body_bytes},
         )
 
-        async def no_body() -> Message:
-            return {"type": "http.disconnect"}
+        await failure(HTTPConnection(scope, _no_body), error)(scope, _no_body, send)
 
-        await failure(HTTPConnection(scope, no_body), error)(scope, no_body, send)
+
+async def _no_body() -> Message:
+    return {"type": "http.disconnect"}
 
 
 def _request_id(scope: Scope) -> str:

@@ -162,12 +162,14 @@ def trade_json(
     user_id: int | None = None,
     *,
     settled: bool = True,
+    side: Side | None = None,
 ) -> dict[str, Any]:
     """A trade; with `user_id`, also that user's side, liquidity, order, fee and settlement.
 
-    A stored trade carries its settlement status; a just-committed one is SETTLED
-    (embedded: settled in its own commit) unless `settled` is False (remote wallet:
-    PENDING until the wallet has applied its legs).
+    `side` says which side of a self-trade (the user on both sides) to show; by
+    default the taker's. A stored trade carries its settlement status; a
+    just-committed one is SETTLED (embedded: settled in its own commit) unless
+    `settled` is False (remote wallet: PENDING until the wallet has applied its legs).
     """
     executed_at_ms = t.executed_at_ms if isinstance(t, StoredTrade) else t.ts_ms
     out: dict[str, Any] = {
@@ -181,10 +183,10 @@ def trade_json(
     }
     if user_id is None:
         return out
-    is_buyer = t.buyer_user_id == user_id and (
-        t.seller_user_id != user_id or t.taker_side is Side.BUY
-    )
-    side = Side.BUY if is_buyer else Side.SELL
+    if side is None:
+        self_trade = t.buyer_user_id == t.seller_user_id
+        side = t.taker_side if self_trade else Side.BUY if t.buyer_user_id == user_id else Side.SELL
+    is_buyer = side is Side.BUY
     maker_side = Side.SELL if t.taker_side is Side.BUY else Side.BUY
     out.update(
         {
@@ -203,6 +205,18 @@ def trade_json(
         }
     )
     return out
+
+
+def fills_json(
+    spec: MarketSpec, t: StoredTrade | TradeExecuted, user_id: int, *, settled: bool = True
+) -> list[dict[str, Any]]:
+    """A user's fills in a trade: one, or two for a self-trade (its buy and its sell)."""
+    owners = ((Side.BUY, t.buyer_user_id), (Side.SELL, t.seller_user_id))
+    return [
+        trade_json(spec, t, user_id, settled=settled, side=side)
+        for side, owner in owners
+        if owner == user_id
+    ]
 
 
 def levels_json(spec: MarketSpec, levels: Sequence[Level]) -> list[dict[str, Any]]:

@@ -49,7 +49,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
+import secrets
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,11 +58,19 @@ import orjson
 import structlog
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from crossbook.api.auth import TokenCodec
+from crossbook.api.auth import Authenticator
 from crossbook.api.context import normalize_symbol
+from crossbook.api.envelope import plain_json
 from crossbook.api.errors import ApiCode, ApiError
 from crossbook.api.metrics import ApiMetrics
-from crossbook.api.views import OrderView, levels_json, order_json, ticker_json, trade_json
+from crossbook.api.views import (
+    OrderView,
+    fills_json,
+    levels_json,
+    order_json,
+    ticker_json,
+    trade_json,
+)
 from crossbook.domain import (
     BalanceChanged,
     DomainError,
@@ -78,6 +87,7 @@ router = APIRouter()
 log = structlog.get_logger(__name__)
 
 MAX_INBOUND_CHARS = 4_096
+MAX_REQUEST_ID_CHARS = 64  # a client message's `id`, echoed in its reply
 SNAPSHOT_MAX_LEVELS = 100_000  # per side; diffs cover every level, so snapshots nearly do
 PUBLIC_KINDS = ("orderbook", "trades", "ticker")
 PRIVATE_CHANNELS = ("orders", "fills", "balances")
@@ -118,7 +128,7 @@ class StreamHub:
         max_pending_messages: int,
         max_subscriptions: int,
         book_depth: int,
-        tokens: TokenCodec,
+        auth: Authenticator,
         now_ms: Callable[[], int],
         engine_balances: bool = True,
     ) -> None:
@@ -126,7 +136,7 @@ class StreamHub:
         # remote-wallet mode: the engine's balances are only what it holds for open
         # orders, not the user's balances (those are the wallet's): not streamed
         self._engine_balances = engine_balances
-        self.tokens = tokens
+        self.auth = auth
         self.metrics = metrics
         self.max_pending_messages = max_pending_messages
         self.max_subscriptions = max_subscriptions
@@ -184,10 +194,9 @@ class StreamHub:
         spec = self._spec(trade.symbol)
         for user_id in {trade.buyer_user_id, trade.seller_user_id}:
             if user_id in self._by_user:
-                fill = trade_json(spec, trade, user_id, settled=self._engine_balances)
-                data = {**fill, "sequence": trade.seq}
-                message = _message("fill", "fills", data)
-                self._send_user(user_id, "fills", message)
+                for fill in fills_json(spec, trade, user_id, settled=self._engine_balances):
+                    message = _message("fill", "fills", {**fill, "sequence": trade.seq})
+                    self._send_user(user_id, "fills", message)
 
     # -- rendering ---------------------------------------------------------------------
 
@@ -450,14 +459,28 @@ async def _read(hub: StreamHub, connection: Connection) -> None:
             request = _parse(message.get("text"))
             _handle(hub, connection, request)
         except (ApiError, DomainError) as error:
-            reply = {
-                "type": "error",
-                "code": str(error.code),
-                "message": error.message,
-                "details": error.details,
-                **({"id": request["id"]} if "id" in request else {}),
-            }
-            hub.offer(connection, orjson.dumps(reply, default=str))
+            hub.offer(connection, _error_reply(error.code, error.message, error.details, request))
+        except Exception as error:  # a bug: answered, logged, and the connection kept
+            trace_id = secrets.token_hex(16)
+            log.error("unexpected websocket error", trace_id=trace_id, exc_info=error)
+            message_text = "An unexpected error occurred"
+            details = {"trace_id": trace_id}
+            hub.offer(
+                connection, _error_reply(ApiCode.INTERNAL_ERROR, message_text, details, request)
+            )
+
+
+def _error_reply(
+    code: str, message: str, details: Mapping[str, object], request: Mapping[str, Any]
+) -> bytes:
+    reply = {
+        "type": "error",
+        "code": str(code),
+        "message": message,
+        "details": {str(k): plain_json(v) for k, v in details.items()},
+        **({"id": request["id"]} if "id" in request else {}),
+    }
+    return orjson.dumps(reply)
 
 
 def _parse(text: str | None) -> dict[str, Any]:
@@ -472,7 +495,22 @@ def _parse(text: str | None) -> dict[str, Any]:
         raise ApiError(ApiCode.INVALID_REQUEST, "a message is a JSON object") from None
     if not isinstance(request, dict):
         raise ApiError(ApiCode.INVALID_REQUEST, "a message is a JSON object")
+    request_id = request.get("id")
+    if "id" in request and not _is_request_id(request_id):
+        request.pop("id")  # never echoed: it is not an id
+        raise ApiError(
+            ApiCode.INVALID_REQUEST,
+            f"id is an integer or a string of at most {MAX_REQUEST_ID_CHARS} characters",
+        )
     return request
+
+
+def _is_request_id(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    return isinstance(value, str) and len(value) <= MAX_REQUEST_ID_CHARS
 
 
 def _handle(hub: StreamHub, connection: Connection, request: dict[str, Any]) -> None:
@@ -486,7 +524,7 @@ def _handle(hub: StreamHub, connection: Connection, request: dict[str, Any]) -> 
         token = request.get("token")
         if not isinstance(token, str):
             raise ApiError(ApiCode.UNAUTHORIZED, "auth needs a token")
-        principal = hub.tokens.verify(token)
+        principal = hub.auth.verify(token)
         if principal.user_id is None:
             raise ApiError(ApiCode.FORBIDDEN, "private channels need a trader's token")
         if connection.user_id not in (None, principal.user_id):

@@ -152,11 +152,15 @@ class MarketSpec:
     # -- edge conversions (decimal strings <-> integer units) -----------------
 
     def parse_price(self, text: str, field: str = "price") -> int:
-        ticks = self.price_grid.parse(text, ErrorCode.INVALID_PRICE, field)
+        return self._parse_ticks(text, field, ErrorCode.INVALID_PRICE)
+
+    def parse_stop_price(self, text: str, field: str = "stop_price") -> int:
+        return self._parse_ticks(text, field, ErrorCode.INVALID_STOP_PRICE)
+
+    def _parse_ticks(self, text: str, field: str, code: ErrorCode) -> int:
+        ticks = self.price_grid.parse(text, code, field)
         if not 0 < ticks <= self.max_price_ticks:
-            raise DomainError(
-                ErrorCode.INVALID_PRICE, f"{field} is out of range", field=field, provided=text
-            )
+            raise DomainError(code, f"{field} is out of range", field=field, provided=text)
         return ticks
 
     def parse_quantity(self, text: str, field: str = "quantity") -> int:
@@ -170,8 +174,18 @@ class MarketSpec:
             )
         return lots
 
-    def parse_quote_amount(self, text: str, field: str = "quote_quantity") -> int:
-        return self.quote.parse_amount(text, field)
+    def parse_quote_quantity(self, text: str, field: str = "quote_quantity") -> int:
+        """A quote budget: a positive amount on the quote asset's grid, at most 2⁶³−1
+        minor units; refused INVALID_QUANTITY (it is the order's quantity)."""
+        units = self.quote.grid.parse(text, ErrorCode.INVALID_QUANTITY, field)
+        if not 0 < units <= INT64_MAX:
+            raise DomainError(
+                ErrorCode.INVALID_QUANTITY,
+                f"{field} must be greater than 0 and at most {self.format_quote(INT64_MAX)}",
+                field=field,
+                provided=text,
+            )
+        return units
 
     def format_price(self, ticks: int) -> str:
         return self.price_grid.format(ticks)

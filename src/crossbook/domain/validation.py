@@ -15,7 +15,8 @@ from crossbook.domain.markets import INT64_MAX, MarketSpec
 from crossbook.domain.orders import OrderType, Side, StpMode, TimeInForce
 
 MAX_CLIENT_ORDER_ID_CHARS = 64
-_CLIENT_ORDER_ID = re.compile(rf"[A-Za-z0-9_.:\-]{{1,{MAX_CLIENT_ORDER_ID_CHARS}}}")
+CLIENT_ORDER_ID_PATTERN = rf"[A-Za-z0-9_.:\-]{{1,{MAX_CLIENT_ORDER_ID_CHARS}}}"
+_CLIENT_ORDER_ID = re.compile(CLIENT_ORDER_ID_PATTERN)
 
 # Enum members compared on every placement, bound once (see the note in `exchange`).
 _LIMIT, _STOP_LIMIT = OrderType.LIMIT, OrderType.STOP_LIMIT

@@ -114,6 +114,10 @@ class ReadStore(Protocol):
         """By id, ascending."""
         ...
 
+    async def last_user_id(self) -> int:
+        """The highest user id (0 without users): users are 1..it, each new one the next."""
+        ...
+
     async def ping(self) -> None:
         """Raise if the database cannot answer a trivial query."""
         ...

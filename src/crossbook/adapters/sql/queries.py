@@ -287,6 +287,10 @@ def insert_next_user(name: str | None, created_at_ms: int) -> ReturningInsert[An
     )
 
 
+def last_user_id() -> AnySelect:
+    return select(func.coalesce(func.max(users.c.user_id), 0).label("last_user_id"))
+
+
 def user_by_id(user_id: int) -> AnySelect:
     return select(users).where(users.c.user_id == user_id)
 

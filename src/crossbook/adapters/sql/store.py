@@ -430,6 +430,10 @@ class SqlStore:
         rows = await self._fetch(queries.users_after(after_user_id, limit))
         return [_user(row) for row in rows]
 
+    async def last_user_id(self) -> int:
+        (row,) = await self._fetch(queries.last_user_id())
+        return int(row["last_user_id"])
+
     # -- the settlement outbox (remote-wallet mode) -------------------------------------
 
     async def pending_settlement_ids(self, *, after_id: int, limit: int) -> list[int]:

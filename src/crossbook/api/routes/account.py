@@ -12,21 +12,26 @@ from starlette.responses import Response
 from crossbook.api.context import ApiContext
 from crossbook.api.envelope import success
 from crossbook.api.errors import ApiCode, ApiError
+from crossbook.api.params import (
+    DEFAULT_PAGE_LIMIT,
+    IdCursor,
+    PageLimit,
+    SymbolQuery,
+    TimeBound,
+    cursor_id,
+    parse_time_ms,
+)
 from crossbook.api.routes.common import (
     API_PREFIX,
-    DEFAULT_PAGE_LIMIT,
     balances_json,
     bearer,
-    check_limit,
     context,
     errors,
     page_meta,
-    parse_id,
-    parse_time_ms,
     trader_id,
 )
 from crossbook.api.schemas import BalanceOut, Envelope, PublicTradeOut, TradeOut
-from crossbook.api.views import trade_json
+from crossbook.api.views import fills_json, trade_json
 
 
 class _TradeWindow(TypedDict):
@@ -63,34 +68,30 @@ async def trades(
     request: Request,
     ctx: Context,
     _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    symbol: Annotated[str | None, Query(examples=["BTC-USDT"])] = None,
+    symbol: SymbolQuery = None,
     mine: Annotated[bool, Query(description="the caller's trades (needs a token)")] = False,
-    start_time: Annotated[str | None, Query(description="ms or ISO 8601, inclusive")] = None,
-    end_time: Annotated[str | None, Query(description="ms or ISO 8601, inclusive")] = None,
-    before: Annotated[str | None, Query(description="only trades with a smaller id")] = None,
-    after: Annotated[str | None, Query(description="only trades with a larger id")] = None,
-    limit: int = DEFAULT_PAGE_LIMIT,
+    start_time: TimeBound = None,
+    end_time: TimeBound = None,
+    before: IdCursor = None,
+    after: IdCursor = None,
+    limit: PageLimit = DEFAULT_PAGE_LIMIT,
 ) -> Response:
     """Without `mine`: the public trades of `symbol` (required), newest first.
-    With `mine=true`: the caller's trades (optionally of `symbol`) with the caller's
-    side, liquidity, order id and fee."""
-    check_limit(limit)
+    With `mine=true`: the caller's fills (optionally of `symbol`) with the caller's
+    side, liquidity, order id and fee; a self-trade (stp_mode none) is two fills of
+    one trade id, its buy and its sell. `limit` and the cursors count trades."""
     spec_symbol = None if symbol is None else ctx.market(symbol).spec.symbol
     window: _TradeWindow = {
         "start_ms": parse_time_ms(start_time, "start_time"),
         "end_ms": parse_time_ms(end_time, "end_time"),
-        "before_trade_id": (
-            None if before is None else parse_id(before, ApiCode.INVALID_REQUEST, "before")
-        ),
-        "after_trade_id": (
-            None if after is None else parse_id(after, ApiCode.INVALID_REQUEST, "after")
-        ),
+        "before_trade_id": cursor_id(before),
+        "after_trade_id": cursor_id(after),
         "limit": limit,
     }
     if mine:
         user_id = ctx.trader(request)
         rows = await ctx.store.list_user_trades(user_id, symbol=spec_symbol, **window)
-        data = [trade_json(ctx.spec(t.symbol), t, user_id) for t in rows]
+        data = [fill for t in rows for fill in fills_json(ctx.spec(t.symbol), t, user_id)]
     else:
         if spec_symbol is None:
             raise ApiError(

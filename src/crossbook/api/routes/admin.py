@@ -19,15 +19,20 @@ from crossbook.api.auth import Principal, Role
 from crossbook.api.context import ApiContext, now_ms
 from crossbook.api.envelope import iso_ms, success
 from crossbook.api.errors import ApiCode, ApiError
+from crossbook.api.params import (
+    DEFAULT_PAGE_LIMIT,
+    ID_PATTERN,
+    IdCursor,
+    PageLimit,
+    cursor_id,
+    parse_id,
+)
 from crossbook.api.routes.common import (
     API_PREFIX,
-    DEFAULT_PAGE_LIMIT,
     admin,
     balances_json,
-    check_limit,
     context,
     errors,
-    parse_id,
     submit,
 )
 from crossbook.api.schemas import (
@@ -64,7 +69,9 @@ IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 router = APIRouter(prefix=f"{API_PREFIX}/admin", tags=["admin"], dependencies=[Depends(admin)])
 Context = Annotated[ApiContext, Depends(context)]
-UserIdPath = Annotated[str, Path(description="a user id (0 is the fee account)")]
+UserIdPath = Annotated[
+    str, Path(description="a user id (0 is the fee account)", pattern=ID_PATTERN)
+]
 
 
 @router.post(
@@ -76,6 +83,7 @@ UserIdPath = Annotated[str, Path(description="a user id (0 is the fee account)")
 )
 async def create_user(request: Request, body: CreateUserRequest, ctx: Context) -> Response:
     user = await ctx.store.create_user(body.name, now_ms())
+    ctx.auth.user_created(user.user_id)
     return success(request, user_json(user), status=201)
 
 
@@ -86,10 +94,10 @@ async def create_user(request: Request, body: CreateUserRequest, ctx: Context) -
     summary="List users by id",
 )
 async def list_users(
-    request: Request, ctx: Context, after: str = "0", limit: int = DEFAULT_PAGE_LIMIT
+    request: Request, ctx: Context, after: IdCursor = None, limit: PageLimit = DEFAULT_PAGE_LIMIT
 ) -> Response:
-    after_id = 0 if after == "0" else parse_id(after, ApiCode.INVALID_REQUEST, "after")
-    users = await ctx.store.list_users(after_user_id=after_id, limit=check_limit(limit))
+    """`after`: only users with a larger id (a keyset cursor)."""
+    users = await ctx.store.list_users(after_user_id=cursor_id(after) or 0, limit=limit)
     return success(request, [user_json(u) for u in users])
 
 
@@ -105,9 +113,9 @@ async def issue_token(
 ) -> Response:
     """The body is optional: without one (or without `ttl_s`) the token lives `jwt_ttl_s`."""
     user = await _user(ctx, user_id)
-    ttl_s = (body.ttl_s if body is not None else None) or ctx.tokens.ttl_s
+    ttl_s = (body.ttl_s if body is not None else None) or ctx.auth.tokens.ttl_s
     issued_s = now_ms() // 1000
-    token = ctx.tokens.issue(Principal(Role.TRADER, user.user_id), ttl_s=ttl_s, now_s=issued_s)
+    token = ctx.auth.tokens.issue(Principal(Role.TRADER, user.user_id), ttl_s=ttl_s, now_s=issued_s)
     data = {"token": token, "token_type": "Bearer", "expires_at": iso_ms((issued_s + ttl_s) * 1000)}
     return success(request, data, status=201)
 

@@ -8,30 +8,37 @@ spans two path segments), `BTC-USDT` or `btc_usdt`.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal, get_args
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
 from crossbook.api.context import ApiContext, now_ms
 from crossbook.api.envelope import success
-from crossbook.api.errors import ApiCode, ApiError
-from crossbook.api.routes.common import (
-    API_PREFIX,
+from crossbook.api.params import (
+    ASCII_INTEGER,
     DEFAULT_PAGE_LIMIT,
-    check_limit,
-    context,
-    errors,
+    SYMBOL_PATTERN,
+    PageLimit,
+    TimeBound,
     parse_time_ms,
 )
+from crossbook.api.routes.common import API_PREFIX, context, errors
 from crossbook.api.schemas import CandleOut, Envelope, MarketOut, OrderBookOut, TickerOut
 from crossbook.api.views import book_json, candle_json, market_json, ticker_json
 
 router = APIRouter(prefix=API_PREFIX, tags=["market data"])
 Context = Annotated[ApiContext, Depends(context)]
+SymbolPath = Annotated[
+    str,
+    Path(
+        description="BTC/USDT, BTC-USDT or btc_usdt", pattern=SYMBOL_PATTERN, examples=["BTC-USDT"]
+    ),
+]
 
 DEFAULT_BOOK_DEPTH = 20
+MAX_BOOK_DEPTH = 1_000  # levels per side of a REST book
 CANDLE_INTERVALS_MS = {
     "1m": 60_000,
     "5m": 300_000,
@@ -40,6 +47,16 @@ CANDLE_INTERVALS_MS = {
     "4h": 14_400_000,
     "1d": 86_400_000,
 }
+
+CandleInterval = Annotated[
+    Literal["1m", "5m", "15m", "1h", "4h", "1d"], Query(description="the candle width")
+]
+assert set(get_args(get_args(CandleInterval)[0])) == set(CANDLE_INTERVALS_MS)
+BookDepth = Annotated[
+    int,
+    Query(ge=1, le=MAX_BOOK_DEPTH, description=f"levels per side, 1 to {MAX_BOOK_DEPTH}"),
+    ASCII_INTEGER,
+]
 
 
 @router.get("/markets", response_model=Envelope[list[MarketOut]], summary="List markets")
@@ -54,7 +71,7 @@ async def list_markets(request: Request, ctx: Context) -> Response:
     responses=errors(404),
     summary="24 h rolling ticker",
 )
-async def ticker(request: Request, symbol: str, ctx: Context) -> Response:
+async def ticker(request: Request, symbol: SymbolPath, ctx: Context) -> Response:
     spec = ctx.market(symbol).spec
     now = now_ms()
     return success(request, ticker_json(spec, ctx.market_data.ticker(spec.symbol, now), now))
@@ -68,26 +85,20 @@ async def ticker(request: Request, symbol: str, ctx: Context) -> Response:
 )
 async def candles(
     request: Request,
-    symbol: str,
+    symbol: SymbolPath,
     ctx: Context,
-    interval: Annotated[str, Query(description=", ".join(CANDLE_INTERVALS_MS))] = "1m",
-    start_time: Annotated[str | None, Query(description="ms or ISO 8601, inclusive")] = None,
-    end_time: Annotated[str | None, Query(description="ms or ISO 8601, inclusive")] = None,
-    limit: int = DEFAULT_PAGE_LIMIT,
+    interval: CandleInterval = "1m",
+    start_time: TimeBound = None,
+    end_time: TimeBound = None,
+    limit: PageLimit = DEFAULT_PAGE_LIMIT,
 ) -> Response:
     spec = ctx.market(symbol).spec
-    if interval not in CANDLE_INTERVALS_MS:
-        raise ApiError(
-            ApiCode.INVALID_REQUEST,
-            f"interval must be one of {', '.join(CANDLE_INTERVALS_MS)}",
-            details={"field": "interval", "provided": interval},
-        )
     rows = await ctx.store.candles(
         spec.symbol,
         CANDLE_INTERVALS_MS[interval],
         start_ms=parse_time_ms(start_time, "start_time"),
         end_ms=parse_time_ms(end_time, "end_time"),
-        limit=check_limit(limit),
+        limit=limit,
     )
     return success(request, [candle_json(spec, interval, c) for c in rows])
 
@@ -98,7 +109,7 @@ async def candles(
     responses=errors(404),
     summary="One market's rules and status",
 )
-async def get_market(request: Request, symbol: str, ctx: Context) -> Response:
+async def get_market(request: Request, symbol: SymbolPath, ctx: Context) -> Response:
     return success(request, market_json(ctx.market(symbol)))
 
 
@@ -110,19 +121,13 @@ async def get_market(request: Request, symbol: str, ctx: Context) -> Response:
 )
 async def order_book(
     request: Request,
-    symbol: str,
+    symbol: SymbolPath,
     ctx: Context,
-    depth: Annotated[int, Query(description="levels per side")] = DEFAULT_BOOK_DEPTH,
+    depth: BookDepth = DEFAULT_BOOK_DEPTH,
 ) -> Response:
     """Bids best (highest) first, asks best (lowest) first. `sequence` is the market's
     sequence the snapshot includes: the WebSocket diff that follows starts at
     `sequence + 1`."""
     spec = ctx.market(symbol).spec
-    if not 1 <= depth <= ctx.settings.max_book_depth:
-        raise ApiError(
-            ApiCode.INVALID_REQUEST,
-            f"depth must be between 1 and {ctx.settings.max_book_depth}",
-            details={"field": "depth", "provided": depth},
-        )
     book = ctx.market_data.book(spec.symbol, depth)
     return success(request, book_json(spec, book, now_ms()))

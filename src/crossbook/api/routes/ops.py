@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 from typing import Annotated
 
 import structlog
@@ -47,6 +48,28 @@ async def ready(request: Request, ctx: Context) -> Response:
     return success(request, {"status": "ready", "checks": checks})
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(ctx: Context) -> Response:
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}},
+        **errors(401, 404),
+    },
+)
+async def metrics(request: Request, ctx: Context) -> Response:
+    """Off (404) unless the settings serve it (by default: development only); with a
+    metrics token set, only for `Authorization: Bearer <metrics token>`."""
+    settings = ctx.settings
+    if not settings.metrics_served:
+        raise ApiError(ApiCode.NOT_FOUND, "not found")
+    if settings.metrics_token is not None:
+        given = request.headers.get("authorization", "")
+        wanted = f"Bearer {settings.metrics_token.get_secret_value()}"
+        if not hmac.compare_digest(given.encode(), wanted.encode()):
+            raise ApiError(
+                ApiCode.UNAUTHORIZED,
+                "/metrics needs the metrics token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
     return Response(ctx.metrics.render(), media_type=CONTENT_TYPE)

@@ -15,18 +15,24 @@ from starlette.responses import Response
 
 from crossbook.api.context import ApiContext
 from crossbook.api.envelope import success
-from crossbook.api.errors import ApiCode, ApiError
+from crossbook.api.errors import ApiError
 from crossbook.api.order_entry import amend_command, place_command
+from crossbook.api.params import (
+    DEFAULT_PAGE_LIMIT,
+    ID_PATTERN,
+    IdCursor,
+    PageLimit,
+    SymbolQuery,
+    TimeBound,
+    cursor_id,
+    parse_order_id,
+    parse_time_ms,
+)
 from crossbook.api.routes.common import (
     API_PREFIX,
-    DEFAULT_PAGE_LIMIT,
-    check_limit,
     context,
     errors,
     page_meta,
-    parse_id,
-    parse_order_id,
-    parse_time_ms,
     rate_limited,
     submit,
     submit_funded,
@@ -41,7 +47,7 @@ from crossbook.api.schemas import (
 )
 from crossbook.api.views import OrderView, order_json, placed_order, trade_json, trades_of
 from crossbook.domain import CancelOrder, DomainError, ErrorCode, OrderStatus, Side
-from crossbook.domain.validation import MAX_CLIENT_ORDER_ID_CHARS
+from crossbook.domain.validation import CLIENT_ORDER_ID_PATTERN, MAX_CLIENT_ORDER_ID_CHARS
 from crossbook.engine.ports import MAX_READ_LIMIT
 from crossbook.engine.views import StoredOrder
 
@@ -49,11 +55,23 @@ router = APIRouter(prefix=f"{API_PREFIX}/orders", tags=["orders"])
 
 UserId = Annotated[int, Depends(trader_id)]
 Context = Annotated[ApiContext, Depends(context)]
-OrderIdPath = Annotated[str, Path(description="the order's id", examples=["1001"])]
+OrderIdPath = Annotated[
+    str, Path(description="the order's id", examples=["1001"], pattern=ID_PATTERN)
+]
+ClientOrderIdPath = Annotated[
+    str,
+    Path(
+        description="the client order id given at placement",
+        min_length=1,
+        max_length=MAX_CLIENT_ORDER_ID_CHARS,
+        pattern=f"^{CLIENT_ORDER_ID_PATTERN}$",
+    ),
+]
 
 ACTIVE_STATUS_ALIAS = "active"  # open + partially_filled
 OPEN_STATUSES = (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED)
-MAX_CLIENT_ID = MAX_CLIENT_ORDER_ID_CHARS
+_STATUS_WORDS = "|".join([ACTIVE_STATUS_ALIAS, *(s.value for s in OrderStatus)])
+STATUS_PATTERN = f"^({_STATUS_WORDS})(,({_STATUS_WORDS}))*$"
 
 
 @router.post(
@@ -96,7 +114,7 @@ async def place_order(
     summary="Get the caller's newest order with a client order id",
 )
 async def get_order_by_client_id(
-    request: Request, client_order_id: str, user_id: UserId, ctx: Context
+    request: Request, client_order_id: ClientOrderIdPath, user_id: UserId, ctx: Context
 ) -> Response:
     """Find an order whose placement answer was lost (client ids are reusable once
     the order closed: this is the newest)."""
@@ -110,7 +128,7 @@ async def get_order_by_client_id(
     summary="Cancel by client order id (idempotent)",
 )
 async def cancel_order_by_client_id(
-    request: Request, client_order_id: str, user_id: UserId, ctx: Context
+    request: Request, client_order_id: ClientOrderIdPath, user_id: UserId, ctx: Context
 ) -> Response:
     """Cancel the caller's open order with this client id; if none is open, return the
     newest closed one with it unchanged (200), or 404."""
@@ -194,25 +212,27 @@ async def list_orders(
         str | None,
         Query(
             description="comma-separated statuses (open, partially_filled, filled, cancelled, "
-            "expired, rejected); `active` = open + partially_filled"
+            "expired, rejected); `active` = open + partially_filled",
+            pattern=STATUS_PATTERN,
+            max_length=200,
         ),
     ] = None,
-    symbol: Annotated[str | None, Query(examples=["BTC-USDT"])] = None,
-    start_time: Annotated[str | None, Query(description="ms or ISO 8601, inclusive")] = None,
-    end_time: Annotated[str | None, Query(description="ms or ISO 8601, inclusive")] = None,
-    before: Annotated[str | None, Query(description="only orders with a smaller id")] = None,
-    after: Annotated[str | None, Query(description="only orders with a larger id")] = None,
-    limit: int = DEFAULT_PAGE_LIMIT,
+    symbol: SymbolQuery = None,
+    start_time: TimeBound = None,
+    end_time: TimeBound = None,
+    before: IdCursor = None,
+    after: IdCursor = None,
+    limit: PageLimit = DEFAULT_PAGE_LIMIT,
 ) -> Response:
-    check_limit(limit)
+    """`before`/`after` are keyset cursors: only orders with a smaller / larger id."""
     orders = await ctx.store.list_orders(
         user_id,
         statuses=_statuses(status),
         symbol=None if symbol is None else ctx.market(symbol).spec.symbol,
         start_ms=parse_time_ms(start_time, "start_time"),
         end_ms=parse_time_ms(end_time, "end_time"),
-        before_order_id=None if before is None else _cursor(before, "before"),
-        after_order_id=None if after is None else _cursor(after, "after"),
+        before_order_id=cursor_id(before),
+        after_order_id=cursor_id(after),
         limit=limit,
     )
     data = [order_json(ctx.spec(o.symbol), OrderView.from_stored(o)) for o in orders]
@@ -249,12 +269,12 @@ async def _owned_order_json(ctx: ApiContext, user_id: int, order_id: int) -> dic
 async def _client_order_json(
     ctx: ApiContext, user_id: int, client_order_id: str
 ) -> dict[str, object]:
-    stored = await ctx.store.get_order_by_client_id(user_id, client_order_id[:MAX_CLIENT_ID])
+    stored = await ctx.store.get_order_by_client_id(user_id, client_order_id)
     if stored is None or stored.client_order_id != client_order_id:
         raise ApiError(
             ErrorCode.ORDER_NOT_FOUND,
             "no order with that client order id",
-            details={"client_order_id": client_order_id[:MAX_CLIENT_ID]},
+            details={"client_order_id": client_order_id},
         )
     return order_json(ctx.spec(stored.symbol), OrderView.from_stored(stored))
 
@@ -273,22 +293,10 @@ async def _resting_asks(ctx: ApiContext, user_id: int, symbol: str) -> dict[int,
 
 
 def _statuses(text: str | None) -> list[OrderStatus] | None:
+    """The statuses of a `status` filter (its words checked by `STATUS_PATTERN`)."""
     if text is None:
         return None
     out: list[OrderStatus] = []
-    for part in filter(None, (p.strip().lower() for p in text.split(","))):
-        if part == ACTIVE_STATUS_ALIAS:
-            out += [OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED]
-        elif part in OrderStatus.__members__.values():
-            out.append(OrderStatus(part))
-        else:
-            raise ApiError(
-                ApiCode.INVALID_REQUEST,
-                f"unknown order status {part!r}",
-                details={"field": "status", "provided": part},
-            )
-    return out or None
-
-
-def _cursor(text: str, field: str) -> int:
-    return parse_id(text, ApiCode.INVALID_REQUEST, field)
+    for part in text.split(","):
+        out += OPEN_STATUSES if part == ACTIVE_STATUS_ALIAS else (OrderStatus(part),)
+    return out

@@ -11,22 +11,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
 from crossbook.api.context import ApiContext
 from crossbook.api.envelope import iso_ms, success
 from crossbook.api.errors import ApiCode, ApiError
-from crossbook.api.routes.common import (
-    API_PREFIX,
+from crossbook.api.params import (
     DEFAULT_PAGE_LIMIT,
-    admin,
-    check_limit,
-    context,
-    errors,
+    ID_PATTERN,
+    IdCursor,
+    PageLimit,
+    cursor_id,
     parse_id,
 )
+from crossbook.api.routes.common import API_PREFIX, admin, context, errors
 from crossbook.api.schemas import Envelope, ReplayOut, SettlementOut
 from crossbook.engine.settlement import (
     SettlementNotFailedError,
@@ -41,6 +41,7 @@ router = APIRouter(
 )
 Context = Annotated[ApiContext, Depends(context)]
 MAX_REPLAY_ALL = 1_000
+SettlementIdPath = Annotated[str, Path(description="a settlement's id", pattern=ID_PATTERN)]
 
 
 @router.get(
@@ -53,21 +54,15 @@ async def list_settlements(
     request: Request,
     ctx: Context,
     status: Annotated[
-        str, Query(description="PENDING, SETTLED or SETTLEMENT_FAILED (the dead-letter queue)")
+        SettlementStatus,
+        Query(description="PENDING, SETTLED or SETTLEMENT_FAILED (the dead-letter queue)"),
     ] = SettlementStatus.SETTLEMENT_FAILED,
-    after: Annotated[str | None, Query(description="only settlements with a larger id")] = None,
-    limit: int = DEFAULT_PAGE_LIMIT,
+    after: IdCursor = None,
+    limit: PageLimit = DEFAULT_PAGE_LIMIT,
 ) -> Response:
+    """`after`: only settlements with a larger id (a keyset cursor)."""
     service = _service(ctx)
-    check_limit(limit)
-    try:
-        wanted = SettlementStatus(status.upper())
-    except ValueError:
-        raise ApiError(
-            ApiCode.INVALID_REQUEST, "unknown settlement status", details={"status": status}
-        ) from None
-    after_id = 0 if after is None else parse_id(after, ApiCode.INVALID_REQUEST, "after")
-    found = await service.list_settlements(wanted, after_id=after_id, limit=limit)
+    found = await service.list_settlements(status, after_id=cursor_id(after) or 0, limit=limit)
     return success(request, [settlement_json(ctx, s) for s in found])
 
 
@@ -77,7 +72,9 @@ async def list_settlements(
     responses=errors(401, 403, 404),
     summary="One settlement, with its legs",
 )
-async def get_settlement(request: Request, settlement_id: str, ctx: Context) -> Response:
+async def get_settlement(
+    request: Request, settlement_id: SettlementIdPath, ctx: Context
+) -> Response:
     service = _service(ctx)
     found = await service.get(_id(settlement_id))
     if found is None:
@@ -102,7 +99,7 @@ async def replay_all(request: Request, ctx: Context) -> Response:
     responses=errors(401, 403, 404, 409),
     summary="Replay one settlement of the dead-letter queue",
 )
-async def replay(request: Request, settlement_id: str, ctx: Context) -> Response:
+async def replay(request: Request, settlement_id: SettlementIdPath, ctx: Context) -> Response:
     service = _service(ctx)
     try:
         requeued = await service.replay(_id(settlement_id))
