@@ -25,7 +25,6 @@ engine.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import sys
@@ -41,7 +40,7 @@ from crossbook.api.context import ApiContext, now_ms
 from crossbook.api.metrics import ApiMetrics
 from crossbook.api.rate_limit import RateLimiter
 from crossbook.api.wallet_entry import WalletAccess
-from crossbook.api.ws import SNAPSHOT_MAX_LEVELS, StreamHub
+from crossbook.api.ws import StreamHub, StreamLimits
 from crossbook.config import Settings
 from crossbook.domain import (
     CreateAsset,
@@ -132,9 +131,15 @@ async def open_runtime(
         hub = StreamHub(
             market_data,
             metrics,
-            max_pending_messages=settings.ws_max_pending_messages,
-            max_subscriptions=settings.ws_max_subscriptions,
-            book_depth=SNAPSHOT_MAX_LEVELS,
+            limits=StreamLimits(
+                max_pending_messages=settings.ws_max_pending_messages,
+                max_queued_bytes=settings.ws_max_queued_bytes,
+                max_total_queued_bytes=settings.ws_max_total_queued_bytes,
+                max_subscriptions=settings.ws_max_subscriptions,
+                ops_per_s=settings.ws_ops_per_s,
+                ops_burst=settings.ws_ops_burst,
+                max_connections_per_client=settings.ws_max_connections_per_client,
+            ),
             auth=auth,
             now_ms=now_ms,
             engine_balances=settings.wallet_url is None,
@@ -159,7 +164,6 @@ async def open_runtime(
             wallet=wallet,
         )
         runtime = Runtime(settings, store, engine, market_data, hub, metrics, context, wallet)
-        reaper = asyncio.create_task(hub.reap_slow_consumers(), name="ws-reaper")
         try:
             if wallet is not None:
                 await wallet.settlements.start()
@@ -169,9 +173,6 @@ async def open_runtime(
                 await create_demo_users(runtime)
             yield runtime
         finally:
-            reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reaper
             await engine.stop()
             if wallet is not None:
                 await _close_wallet_access(wallet)

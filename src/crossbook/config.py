@@ -61,8 +61,20 @@ class Settings(BaseSettings):
     order_rate_per_s: float = Field(50.0, gt=0)  # per user, token bucket refill (not money)
     order_burst: int = Field(100, gt=0)  # per user, token bucket size
     max_body_bytes: int = Field(64 * 1024, gt=0)
+    read_rate_per_s: float = Field(50.0, gt=0)  # per client address: GETs (not /health, /ready)
+    read_burst: int = Field(100, gt=0)
+    max_connections: int = Field(4_096, gt=0)  # open TCP connections (HTTP and WebSocket)
+    max_connections_per_client: int = Field(256, gt=0)  # from one client address
+    http_header_timeout_ms: int = Field(10_000, gt=0)  # a request's headers, from its first byte
+    http_body_timeout_ms: int = Field(30_000, gt=0)  # its body, from its headers
     ws_max_pending_messages: int = Field(2_000, gt=0)  # per connection, then disconnected
+    ws_max_queued_bytes: int = Field(16 * 2**20, gt=0)  # per connection, then disconnected
+    ws_max_total_queued_bytes: int = Field(512 * 2**20, gt=0)  # all connections together
     ws_max_subscriptions: int = Field(100, gt=0)  # channels per connection
+    ws_ops_per_s: float = Field(10.0, gt=0)  # client messages per connection (then closed)
+    ws_ops_burst: int = Field(50, gt=0)
+    ws_max_connections_per_client: int = Field(32, gt=0)  # WebSockets from one address
+    ws_close_grace_ms: int = Field(1_000, gt=0)  # a dropped connection's close, then abort
 
     # what the server shows of itself (None: on in development, off in production)
     docs_enabled: bool | None = None  # /docs, /redoc and /openapi.json
@@ -96,6 +108,16 @@ class Settings(BaseSettings):
                 "CROSSBOOK_JWT_SECRET must be set to a secret of at least "
                 f"{MIN_JWT_SECRET_CHARS} characters outside development"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _limits_agree(self) -> Settings:
+        if not self.ws_max_connections_per_client <= self.max_connections_per_client:
+            raise ValueError("ws_max_connections_per_client exceeds max_connections_per_client")
+        if not self.max_connections_per_client <= self.max_connections:
+            raise ValueError("max_connections_per_client exceeds max_connections")
+        if not self.ws_max_queued_bytes <= self.ws_max_total_queued_bytes:
+            raise ValueError("ws_max_queued_bytes exceeds ws_max_total_queued_bytes")
         return self
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from crossbook.api.app import attach, create_app
+from crossbook.api.connections import ConnectionGuard, ConnectionLimits, guarded_protocols
 from crossbook.api.metrics import ApiMetrics
 from crossbook.bootstrap import configure_logging, open_runtime
 from crossbook.config import Settings, load_settings
@@ -24,9 +25,13 @@ log = structlog.get_logger(__name__)
 WS_MAX_MESSAGE_BYTES = 64 * 1024
 
 
-def build_app(settings: Settings, *, demo: bool = False) -> FastAPI:
+def build_app(
+    settings: Settings, *, demo: bool = False, guard: ConnectionGuard | None = None
+) -> FastAPI:
     """The app whose lifespan opens (and closes) the runtime."""
     metrics = ApiMetrics()
+    if guard is not None:
+        metrics.watch_connections(guard)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -47,6 +52,33 @@ def build_app(settings: Settings, *, demo: bool = False) -> FastAPI:
     return create_app(settings, metrics, lifespan)
 
 
+def uvicorn_config(
+    settings: Settings, *, demo: bool = False, log_level: str | None = None
+) -> uvicorn.Config:
+    """The server: the app on uvicorn, its connections guarded (`api.connections`)."""
+    guard = ConnectionGuard(
+        ConnectionLimits(
+            max_connections=settings.max_connections,
+            max_connections_per_client=settings.max_connections_per_client,
+            header_timeout_ms=settings.http_header_timeout_ms,
+            body_timeout_ms=settings.http_body_timeout_ms,
+            ws_close_grace_ms=settings.ws_close_grace_ms,
+        )
+    )
+    http, ws = guarded_protocols(guard)
+    return uvicorn.Config(
+        build_app(settings, demo=demo, guard=guard),
+        host=settings.host,
+        port=settings.port,
+        http=http,
+        ws=ws,
+        log_level=log_level or settings.log_level,
+        access_log=False,  # the gateway logs every request with its request id
+        ws_max_size=WS_MAX_MESSAGE_BYTES,
+        lifespan="on",
+    )
+
+
 def run(
     *,
     host: str | None = None,
@@ -56,12 +88,4 @@ def run(
 ) -> None:
     settings = load_settings(host=host, port=port, database_url=database_url)
     configure_logging(settings)
-    uvicorn.run(
-        build_app(settings, demo=demo),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,  # the gateway logs every request with its request id
-        ws_max_size=WS_MAX_MESSAGE_BYTES,
-        lifespan="on",
-    )
+    uvicorn.Server(uvicorn_config(settings, demo=demo)).run()

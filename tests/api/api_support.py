@@ -28,7 +28,7 @@ from crossbook.api.app import ROUTERS
 from crossbook.api.auth import Principal, Role, TokenCodec
 from crossbook.api.schemas import ErrorEnvelope
 from crossbook.config import Settings
-from crossbook.server import WS_MAX_MESSAGE_BYTES, build_app
+from crossbook.server import uvicorn_config
 
 STARTUP_TIMEOUT_S = 30.0
 _asset_numbers = itertools.count(1)
@@ -44,16 +44,7 @@ def free_port() -> int:
 class LiveServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        config = uvicorn.Config(
-            build_app(settings),
-            host="127.0.0.1",
-            port=settings.port,
-            log_level="warning",
-            access_log=False,
-            ws_max_size=WS_MAX_MESSAGE_BYTES,
-            lifespan="on",
-        )
-        self.server = uvicorn.Server(config)
+        self.server = uvicorn.Server(uvicorn_config(settings, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, name="live-server", daemon=True)
         self.clients: list[httpx.Client] = []  # closed with the server
         self.admin: Api | None = None
@@ -89,6 +80,10 @@ def settings_for(database_url: str, **overrides: Any) -> Settings:
         "log_level": "warning",
         "order_rate_per_s": 1000.0,
         "order_burst": 1000,
+        "read_rate_per_s": 10_000.0,
+        "read_burst": 10_000,
+        "ws_ops_per_s": 10_000.0,
+        "ws_ops_burst": 10_000,
     }
     values.update(overrides)
     return Settings(**values)

@@ -33,7 +33,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from crossbook.api.auth import Authenticator, Principal, Role, TokenCodec
 from crossbook.api.metrics import ApiMetrics
-from crossbook.api.ws import StreamHub
+from crossbook.api.ws import StreamHub, StreamLimits
 from crossbook.api.ws import _handle as handle
 from crossbook.domain import (
     CreateAsset,
@@ -686,25 +686,24 @@ def test_private_channels_end_when_the_token_expires() -> None:
     hub = StreamHub(
         MarketData.from_exchange(exchange),
         ApiMetrics(),
-        max_pending_messages=100,
-        max_subscriptions=10,
-        book_depth=10,
+        limits=StreamLimits(max_pending_messages=100, max_subscriptions=10, book_depth=10),
         auth=Authenticator(codec, last_user_id=1),
         now_ms=lambda: clock_ms[0],
     )
     connection = hub.connect(websocket=None)  # type: ignore[arg-type]
+    assert connection is not None
     token = codec.issue(Principal(Role.TRADER, 1), ttl_s=60, now_s=clock_ms[0] // 1000)
     handle(hub, connection, {"op": "auth", "token": token})
     handle(hub, connection, {"op": "subscribe", "channels": ["orders"]})
     place_order = PlaceOrder(1, "BTC/USDT", Side.BUY, OrderType.LIMIT, 1, 100)
     hub.publish(exchange.execute(place_order))
-    received = [json.loads(connection.queue.get_nowait()) for _ in range(3)]
+    received = [json.loads(connection.pending.popleft()) for _ in range(3)]
     assert [m["type"] for m in received] == ["authenticated", "subscribed", "order"]
     clock_ms[0] += 60_000  # the token's expiry
     hub.publish(exchange.execute(place_order))
-    expired = json.loads(connection.queue.get_nowait())
+    expired = json.loads(connection.pending.popleft())
     assert (expired["type"], expired["code"]) == ("error", "UNAUTHORIZED")
     assert expired["details"]["channels"] == ["orders"]
     assert connection.user_id is None and not connection.channels
     hub.publish(exchange.execute(place_order))
-    assert connection.queue.empty()
+    assert not connection.pending

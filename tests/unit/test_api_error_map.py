@@ -1,4 +1,4 @@
-"""Every rejection code has exactly one HTTP status, and only two codes are 5xx."""
+"""Every rejection code has exactly one HTTP status; only unavailability and bugs are 5xx."""
 
 from crossbook.api.errors import API_STATUS, DOMAIN_STATUS, FIELD_CODES, ApiCode, status_of
 from crossbook.domain import ErrorCode
@@ -9,12 +9,13 @@ def test_every_domain_code_is_mapped_to_a_4xx() -> None:
     assert all(400 <= status < 500 for status in DOMAIN_STATUS.values())
 
 
-def test_every_gateway_code_is_mapped_and_only_engine_and_bugs_are_5xx() -> None:
+def test_every_gateway_code_is_mapped_and_only_unavailability_and_bugs_are_5xx() -> None:
     assert set(API_STATUS) == set(ApiCode)
     server_side = {code for code, status in API_STATUS.items() if status >= 500}
     assert server_side == {
         ApiCode.ENGINE_UNAVAILABLE,
         ApiCode.WALLET_UNAVAILABLE,
+        ApiCode.SERVER_BUSY,
         ApiCode.NOT_READY,
         ApiCode.INTERNAL_ERROR,
     }

@@ -32,6 +32,7 @@ from crossbook.api.errors import FIELD_CODES, PATH_CODES, ApiCode, ApiError, fro
 from crossbook.api.metrics import ApiMetrics
 from crossbook.api.middleware import GatewayMiddleware
 from crossbook.api.params import echo
+from crossbook.api.rate_limit import RateLimiter
 from crossbook.api.routes import account, admin, market, ops, orders, settlements
 from crossbook.api.ws import StreamHub
 from crossbook.api.ws import router as ws_router
@@ -69,7 +70,12 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    app.add_middleware(GatewayMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        GatewayMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+        read_limiter=RateLimiter(settings.read_rate_per_s, settings.read_burst),
+    )
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -11,12 +11,13 @@ set: balances are read from the wallet service, and orders are held there first.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from starlette.requests import HTTPConnection
 
 from crossbook.api.auth import Authenticator, Principal, Role, bearer_token
+from crossbook.api.book_cache import BookCache
 from crossbook.api.errors import ApiCode, ApiError
 from crossbook.api.metrics import ApiMetrics
 from crossbook.api.rate_limit import RateLimiter
@@ -49,6 +50,7 @@ class ApiContext:
     rate_limiter: RateLimiter
     metrics: ApiMetrics
     wallet: WalletAccess | None = None  # remote-wallet mode: balances live in the wallet
+    books: BookCache = field(default_factory=BookCache)  # rendered REST books
 
     # -- markets ---------------------------------------------------------------------
 

@@ -3,8 +3,9 @@
 Domain codes (`ErrorCode`) keep their names on the wire; `ApiCode` adds the
 gateway's own (authentication, rate limits, engine availability, malformed
 requests). Every rejection is a 4xx except `ENGINE_UNAVAILABLE` and
-`WALLET_UNAVAILABLE` (503, retry later), `NOT_READY` (503, only from `/ready`)
-and `INTERNAL_ERROR` (500, a bug).
+`WALLET_UNAVAILABLE` (503, retry later), `SERVER_BUSY` (503: every connection
+the server takes is in use), `NOT_READY` (503, only from `/ready`) and
+`INTERNAL_ERROR` (500, a bug).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ class ApiCode(enum.StrEnum):
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     USER_NOT_FOUND = "USER_NOT_FOUND"
     RATE_LIMITED = "RATE_LIMITED"
+    TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"
+    SERVER_BUSY = "SERVER_BUSY"
     ENGINE_OVERLOADED = "ENGINE_OVERLOADED"
     ENGINE_UNAVAILABLE = "ENGINE_UNAVAILABLE"
     WALLET_UNAVAILABLE = "WALLET_UNAVAILABLE"
@@ -43,6 +46,8 @@ API_STATUS: Mapping[ApiCode, int] = {
     ApiCode.PAYLOAD_TOO_LARGE: 413,
     ApiCode.USER_NOT_FOUND: 404,
     ApiCode.RATE_LIMITED: 429,
+    ApiCode.TOO_MANY_CONNECTIONS: 429,
+    ApiCode.SERVER_BUSY: 503,
     ApiCode.ENGINE_OVERLOADED: 429,
     ApiCode.ENGINE_UNAVAILABLE: 503,
     ApiCode.WALLET_UNAVAILABLE: 503,

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from crossbook.api.connections import ConnectionGuard
 from crossbook.engine.breaker import BreakerState
 from crossbook.engine.engine import BatchStats
 from crossbook.engine.settlement import SettlementStats
@@ -70,6 +71,11 @@ class ApiMetrics:
             buckets=_SETTLEMENT_BUCKETS_S,
             registry=r,
         )
+        self.reads_limited = Counter(
+            "crossbook_reads_rate_limited",
+            "Reads refused by the per-address read rate limit",
+            registry=r,
+        )
         self.ws_connections = Gauge(
             "crossbook_websocket_connections", "Open WebSocket connections", registry=r
         )
@@ -108,6 +114,14 @@ class ApiMetrics:
     def on_settled(self, latency_ms: int) -> None:
         self.settlement_seconds.observe(latency_ms / 1000)
 
+    def watch_connections(self, guard: ConnectionGuard) -> None:
+        """The transport's figures (open, refused by a cap, closed by a read timeout)."""
+        r = self.registry
+        Gauge(
+            "crossbook_connections_open", "Open TCP connections (HTTP and WebSocket)", registry=r
+        ).set_function(lambda: float(guard.open_connections))
+        r.register(_ConnectionCounters(guard))
+
     def watch_engine(self, queue_depth: Callable[[], int], available: Callable[[], bool]) -> None:
         self.queue_depth.set_function(lambda: float(queue_depth()))
         self.engine_available.set_function(lambda: 1.0 if available() else 0.0)
@@ -118,6 +132,22 @@ class ApiMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _ConnectionCounters(Collector):
+    def __init__(self, guard: ConnectionGuard) -> None:
+        self._guard = guard
+
+    def collect(self) -> Iterator[Metric]:
+        for name, text, value in (
+            ("connections_refused", "Connections refused by a connection cap", self._guard.refused),
+            (
+                "connections_timed_out",
+                "Connections closed for headers or a body not sent in time",
+                self._guard.timed_out,
+            ),
+        ):
+            yield CounterMetricFamily(f"crossbook_{name}", text, value=value)
 
 
 class _SettlementCounters(Collector):

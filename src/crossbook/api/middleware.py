@@ -4,6 +4,10 @@ For every HTTP request, in order:
 - a request id: the client's `X-Request-ID` if it is 1-128 of `[A-Za-z0-9._:-]`,
   else a new `req_<hex>`; stored in `scope["state"]["request_id"]`, bound to the
   structured log context and echoed in the `X-Request-ID` response header;
+- a read rate limit: a GET or HEAD (but `/health` and `/ready`) takes a token
+  from its client address's bucket, separate from order entry's per-user bucket;
+  without one it is answered 429 RATE_LIMITED with Retry-After, and the
+  connection is not read again for that long (`connections.THROTTLE`);
 - a body limit: a declared `Content-Length` above `max_body_bytes` is refused
   at once with 413, and a streamed body (chunked, no length) that grows past it
   is cut off with 413: whatever the app answers to the cut-off body (FastAPI
@@ -28,12 +32,16 @@ import structlog
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from crossbook.api.connections import THROTTLE
 from crossbook.api.envelope import failure
 from crossbook.api.errors import ApiCode, ApiError
 from crossbook.api.metrics import ApiMetrics
+from crossbook.api.rate_limit import RateLimiter, retry_after_header
 
 REQUEST_ID_HEADER = "x-request-id"
 NOSNIFF = (b"x-content-type-options", b"nosniff")
+READ_METHODS = frozenset({"GET", "HEAD"})
+UNLIMITED_PATHS = frozenset({"/health", "/ready"})  # probes are never rate limited
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 log = structlog.get_logger("crossbook.http")
@@ -44,10 +52,13 @@ class _BodyTooLargeError(Exception):
 
 
 class GatewayMiddleware:
-    def __init__(self, app: ASGIApp, metrics: ApiMetrics, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: ApiMetrics, max_body_bytes: int, read_limiter: RateLimiter
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.read_limiter = read_limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -90,6 +101,8 @@ class GatewayMiddleware:
         try:
             if _declared_length(scope) > self.max_body_bytes:
                 await self._too_large(scope, send_with_id)
+            elif (wait_s := self._read_wait_s(scope)) > 0:
+                await self._read_limited(scope, send_with_id, wait_s)
             else:
                 try:
                     await self.app(scope, self._limited(receive, cut), send_from_app)
@@ -125,6 +138,29 @@ class GatewayMiddleware:
             return message
 
         return receive_limited
+
+    def _read_wait_s(self, scope: Scope) -> float:
+        """A read's turn in its client address's bucket: 0.0, or the seconds to wait."""
+        if scope["method"] not in READ_METHODS or scope["path"] in UNLIMITED_PATHS:
+            return 0.0
+        client = scope.get("client")
+        return self.read_limiter.take(client[0] if client else "")
+
+    async def _read_limited(self, scope: Scope, send: Send, wait_s: float) -> None:
+        """429 with Retry-After; then the connection is not read for that long (when the
+        server supports it), so a client that ignores Retry-After costs a timer."""
+        retry_after = retry_after_header(wait_s)
+        throttle = scope.get("extensions", {}).get(THROTTLE)
+        if throttle is not None:
+            throttle(int(retry_after))
+        self.metrics.reads_limited.inc()
+        error = ApiError(
+            ApiCode.RATE_LIMITED,
+            "too many reads from this address",
+            headers={"Retry-After": retry_after},
+            details={"retry_after_s": int(retry_after)},
+        )
+        await failure(HTTPConnection(scope, _no_body), error)(scope, _no_body, send)
 
     @staticmethod
     async def _unexpected(

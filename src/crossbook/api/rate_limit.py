@@ -1,12 +1,13 @@
-"""Per-user token buckets for order entry (place, cancel, amend).
+"""Token buckets: per user for order entry (place, cancel, amend), per client address
+for reads (`middleware`), each limiter with buckets of its own.
 
-Each user has a bucket of `burst` tokens refilled at `rate_per_s`; a request
+Each key has a bucket of `burst` tokens refilled at `rate_per_s`; a request
 takes one token or is refused with the seconds until one is available. Time
 comes from a monotonic clock passed in (tests use a fake).
 
 Bounded: at most `max_users` buckets are kept; when full, the least recently
 used bucket is dropped (it would have refilled anyway if idle long enough; a
-dropped busy user starts again with a full bucket, a known and small leak).
+dropped busy key starts again with a full bucket, a known and small leak).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 DEFAULT_MAX_USERS = 100_000
 
@@ -33,9 +34,9 @@ class RateLimiter:
         self.burst = burst
         self._max_users = max_users
         self._clock_s = clock_s
-        self._buckets: OrderedDict[int, tuple[float, float]] = OrderedDict()  # tokens, at
+        self._buckets: OrderedDict[Hashable, tuple[float, float]] = OrderedDict()  # tokens, at
 
-    def take(self, user_id: int) -> float:
+    def take(self, user_id: Hashable) -> float:
         """Take a token: 0.0 if allowed, else the seconds to wait before retrying."""
         now = self._clock_s()
         tokens, at = self._buckets.pop(user_id, (float(self.burst), now))

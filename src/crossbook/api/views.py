@@ -230,20 +230,11 @@ def levels_json(spec: MarketSpec, levels: Sequence[Level]) -> list[dict[str, Any
     ]
 
 
-def book_json(spec: MarketSpec, book: BookSnapshot, now_ms: int) -> dict[str, Any]:
-    spread = (
-        spec.format_price(book.asks[0].price_ticks - book.bids[0].price_ticks)
-        if book.bids and book.asks
-        else None
-    )
-    return {
-        "symbol": book.symbol,
-        "timestamp": iso_ms(now_ms),
-        "sequence": book.market_seq,
-        "bids": levels_json(spec, book.bids),
-        "asks": levels_json(spec, book.asks),
-        "spread": spread,
-    }
+def spread_json(spec: MarketSpec, book: BookSnapshot) -> str | None:
+    """Best ask minus best bid, or None when a side is empty."""
+    if not (book.bids and book.asks):
+        return None
+    return spec.format_price(book.asks[0].price_ticks - book.bids[0].price_ticks)
 
 
 def ticker_json(spec: MarketSpec, t: Ticker, now_ms: int) -> dict[str, Any]:

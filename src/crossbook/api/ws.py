@@ -49,9 +49,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -59,8 +62,9 @@ import structlog
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from crossbook.api.auth import Authenticator
+from crossbook.api.connections import DROP_WEBSOCKET
 from crossbook.api.context import normalize_symbol
-from crossbook.api.envelope import plain_json
+from crossbook.api.envelope import failure, plain_json
 from crossbook.api.errors import ApiCode, ApiError
 from crossbook.api.metrics import ApiMetrics
 from crossbook.api.views import (
@@ -91,30 +95,71 @@ MAX_REQUEST_ID_CHARS = 64  # a client message's `id`, echoed in its reply
 SNAPSHOT_MAX_LEVELS = 100_000  # per side; diffs cover every level, so snapshots nearly do
 PUBLIC_KINDS = ("orderbook", "trades", "ticker")
 PRIVATE_CHANNELS = ("orders", "fills", "balances")
-SLOW_CONSUMER_CLOSE = 1008
+POLICY_CLOSE = 1008
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """The bounds of the streams (DESIGN rule 7); every one has a setting."""
+
+    max_pending_messages: int = 2_000  # queued per connection
+    max_queued_bytes: int = 16 * 2**20  # queued per connection
+    max_total_queued_bytes: int = 512 * 2**20  # queued, all connections together
+    max_subscriptions: int = 100  # channels per connection
+    ops_per_s: float = 10.0  # client messages per connection, refilled …
+    ops_burst: int = 50  # … into a bucket of this size
+    max_connections_per_client: int = 32  # WebSockets open from one client address
+    book_depth: int = SNAPSHOT_MAX_LEVELS  # levels per side of a book snapshot
+
+    def __post_init__(self) -> None:
+        assert 0 < self.max_queued_bytes <= self.max_total_queued_bytes, self
+        assert self.max_pending_messages > 0 and self.max_subscriptions > 0, self
+        assert self.ops_per_s > 0 and self.ops_burst > 0, self
+        assert self.max_connections_per_client > 0 and self.book_depth > 0, self
+
+
+class Drop(enum.StrEnum):
+    """Why the server closed a connection (the metric's label)."""
+
+    SLOW_CONSUMER = "slow_consumer"
+    RATE_LIMITED = "rate_limited"
+
+
+CLOSE_REASON = {Drop.SLOW_CONSUMER: "slow consumer", Drop.RATE_LIMITED: "too many messages"}
+
+
 class Connection:
-    """One client: its subscriptions and its bounded queue of rendered messages."""
+    """One client: its subscriptions, its queue of rendered messages (bounded in count
+    and bytes) and its budget of client messages (a token bucket)."""
 
-    websocket: WebSocket
-    queue: asyncio.Queue[bytes]
-    user_id: int | None = None
-    channels: set[str] = field(default_factory=set)
-    auth_expires_at_s: int | None = None  # private channels end when the token does
-    overflowed: bool = False
-    closed: bool = False
+    __slots__ = (
+        "auth_expires_at_s",
+        "channels",
+        "client",
+        "closed",
+        "drop",
+        "ops_at_s",
+        "ops_tokens",
+        "pending",
+        "pending_bytes",
+        "ready",
+        "user_id",
+        "websocket",
+    )
 
-    def offer(self, message: bytes) -> bool:
-        if self.overflowed:
-            return False
-        try:
-            self.queue.put_nowait(message)
-        except asyncio.QueueFull:
-            self.overflowed = True
-            return False
-        return True
+    def __init__(self, websocket: WebSocket, client: str, ops_burst: int, now_s: float) -> None:
+        self.websocket = websocket
+        self.client = client
+        self.pending: deque[bytes] = deque()
+        self.pending_bytes = 0
+        self.ready = asyncio.Event()  # something to send, or the connection was dropped
+        self.user_id: int | None = None
+        self.channels: set[str] = set()
+        self.auth_expires_at_s: int | None = None  # private channels end when the token does
+        self.drop: Drop | None = None  # set once: the server closes the connection
+        self.closed = False  # forgotten by the hub
+        self.ops_tokens = float(ops_burst)
+        self.ops_at_s = now_s
 
 
 class StreamHub:
@@ -125,12 +170,11 @@ class StreamHub:
         market_data: MarketData,
         metrics: ApiMetrics,
         *,
-        max_pending_messages: int,
-        max_subscriptions: int,
-        book_depth: int,
+        limits: StreamLimits,
         auth: Authenticator,
         now_ms: Callable[[], int],
         engine_balances: bool = True,
+        monotonic_s: Callable[[], float] = time.monotonic,
     ) -> None:
         self.market_data = market_data
         # remote-wallet mode: the engine's balances are only what it holds for open
@@ -138,14 +182,14 @@ class StreamHub:
         self._engine_balances = engine_balances
         self.auth = auth
         self.metrics = metrics
-        self.max_pending_messages = max_pending_messages
-        self.max_subscriptions = max_subscriptions
-        self.book_depth = book_depth
+        self.limits = limits
         self._now_ms = now_ms
+        self._monotonic_s = monotonic_s
         self._by_channel: dict[str, set[Connection]] = {}
         self._by_user: dict[int, set[Connection]] = {}
-        self._slow: list[Connection] = []
-        self._wake_reaper = asyncio.Event()
+        self._by_client: dict[str, int] = {}  # open connections by client address
+        self.queued_bytes = 0  # of every connection's queue together
+        self._snapshots: dict[str, tuple[int, bytes]] = {}  # symbol -> (market_seq, snapshot)
 
     # -- the Publisher port ------------------------------------------------------------
 
@@ -258,37 +302,61 @@ class StreamHub:
 
     # -- subscriptions -----------------------------------------------------------------
 
-    def connect(self, websocket: WebSocket) -> Connection:
+    def connect(self, websocket: WebSocket, client: str = "") -> Connection | None:
+        """A new connection from `client`, or None if that address has as many open as
+        it may have."""
+        held = self._by_client.get(client, 0)
+        if held >= self.limits.max_connections_per_client:
+            return None
+        self._by_client[client] = held + 1
         self.metrics.ws_connections.inc()
-        return Connection(websocket, asyncio.Queue(self.max_pending_messages))
+        return Connection(websocket, client, self.limits.ops_burst, self._monotonic_s())
 
     def disconnect(self, connection: Connection) -> None:
-        """Forget the connection (idempotent)."""
+        """Forget the connection and free its queue (idempotent)."""
         if connection.closed:
             return
         connection.closed = True
         for channel in list(connection.channels):
             self._unsubscribe(connection, channel)
+        self._discard_pending(connection)
+        held = self._by_client[connection.client] - 1
+        if held:
+            self._by_client[connection.client] = held
+        else:
+            del self._by_client[connection.client]
         self.metrics.ws_connections.dec()
 
+    def take_op(self, connection: Connection) -> bool:
+        """Spend one of the connection's client-message tokens; False when it has none."""
+        now_s = self._monotonic_s()
+        limits = self.limits
+        tokens = connection.ops_tokens + (now_s - connection.ops_at_s) * limits.ops_per_s
+        connection.ops_at_s = now_s
+        connection.ops_tokens = min(float(limits.ops_burst), tokens) - 1.0
+        if connection.ops_tokens >= 0:
+            return True
+        self.drop(connection, Drop.RATE_LIMITED)
+        return False
+
     def channels(
-        self, connection: Connection, names: Iterable[object], *, adding: bool
+        self, connection: Connection, names: Sequence[object], *, adding: bool
     ) -> list[str]:
         """The canonical names of `names`, refusing all of them if one is bad or if
         `adding` them would exceed the connection's subscription limit."""
+        limit = self.limits.max_subscriptions
+        if len(names) > limit:
+            raise ApiError(ApiCode.INVALID_REQUEST, f"at most {limit} channels per request")
         channels = [self._channel(connection, name) for name in names]
         fresh = set(channels) - connection.channels
-        if adding and len(connection.channels) + len(fresh) > self.max_subscriptions:
-            raise ApiError(
-                ApiCode.INVALID_REQUEST,
-                f"at most {self.max_subscriptions} channels per connection",
-            )
+        if adding and len(connection.channels) + len(fresh) > limit:
+            raise ApiError(ApiCode.INVALID_REQUEST, f"at most {limit} channels per connection")
         return channels
 
     def subscribe(self, connection: Connection, channels: list[str]) -> None:
         """Subscribe to canonical `channels`, queueing each snapshot in the same step."""
         fresh = [c for c in dict.fromkeys(channels) if c not in connection.channels]
-        assert len(connection.channels) + len(fresh) <= self.max_subscriptions
+        assert len(connection.channels) + len(fresh) <= self.limits.max_subscriptions
         for channel in fresh:
             connection.channels.add(channel)
             if channel in PRIVATE_CHANNELS:
@@ -345,17 +413,28 @@ class StreamHub:
     def _queue_snapshot(self, connection: Connection, channel: str) -> None:
         kind, _, symbol = channel.partition(":")
         if kind == "orderbook":
-            spec = self._spec(symbol)
-            book = self.market_data.book(symbol, self.book_depth)
-            data = {
-                "symbol": symbol,
-                "sequence": book.market_seq,
-                "bids": levels_json(spec, book.bids),
-                "asks": levels_json(spec, book.asks),
-            }
-            self.offer(connection, _message("snapshot", channel, data))
+            self.offer(connection, self._book_snapshot(symbol, channel))
         elif kind == "ticker":
             self.offer(connection, self._ticker_message(symbol))
+
+    def _book_snapshot(self, symbol: str, channel: str) -> bytes:
+        """The market's snapshot message, rendered once per market sequence and shared
+        by every subscriber (a 3,000-level book is ~160 KB and ~20 ms to render)."""
+        info = self.market_data.market(symbol)
+        assert info is not None, symbol
+        cached = self._snapshots.get(symbol)
+        if cached is not None and cached[0] == info.market_seq:
+            return cached[1]
+        book = self.market_data.book(symbol, self.limits.book_depth)
+        data = {
+            "symbol": symbol,
+            "sequence": book.market_seq,
+            "bids": levels_json(info.spec, book.bids),
+            "asks": levels_json(info.spec, book.asks),
+        }
+        message = _message("snapshot", channel, data)
+        self._snapshots[symbol] = (book.market_seq, message)
+        return message
 
     # -- delivery ----------------------------------------------------------------------
 
@@ -388,26 +467,46 @@ class StreamHub:
         self.offer(connection, orjson.dumps(error))
 
     def offer(self, connection: Connection, message: bytes) -> None:
-        if connection.overflowed:
+        """Queue `message`, or drop the connection if it would pass a bound."""
+        if connection.drop is not None or connection.closed:
             return
-        if not connection.offer(message):  # it just overflowed: the reaper drops it
-            self._slow.append(connection)
-            self._wake_reaper.set()
+        size = len(message)
+        limits = self.limits
+        if (
+            len(connection.pending) >= limits.max_pending_messages
+            or connection.pending_bytes + size > limits.max_queued_bytes
+            or self.queued_bytes + size > limits.max_total_queued_bytes
+        ):
+            self.drop(connection, Drop.SLOW_CONSUMER)
+            return
+        connection.pending.append(message)
+        connection.pending_bytes += size
+        self.queued_bytes += size
+        connection.ready.set()
 
-    def take_slow(self) -> list[Connection]:
-        slow, self._slow = self._slow, []
-        self._wake_reaper.clear()
-        return slow
+    def take(self, connection: Connection) -> bytes | None:
+        """The next message to send (the writer's side of `offer`), or None."""
+        if not connection.pending:
+            return None
+        message = connection.pending.popleft()
+        connection.pending_bytes -= len(message)
+        self.queued_bytes -= len(message)
+        return message
 
-    async def reap_slow_consumers(self) -> None:
-        """Drop connections that fell behind (runs for the server's lifetime). Never
-        waits on a client: each one's writer sends the close (see `_write`)."""
-        while True:
-            await self._wake_reaper.wait()
-            for connection in self.take_slow():
-                if not connection.closed:
-                    self.disconnect(connection)
-                    self.metrics.ws_disconnects.labels("slow_consumer").inc()
+    def drop(self, connection: Connection, reason: Drop) -> None:
+        """Close the connection at once: its queue is freed, nothing more is queued or
+        read, and its endpoint closes the socket (`_drop_socket`)."""
+        if connection.drop is not None:
+            return
+        connection.drop = reason
+        self._discard_pending(connection)
+        connection.ready.set()
+        self.metrics.ws_disconnects.labels(str(reason)).inc()
+
+    def _discard_pending(self, connection: Connection) -> None:
+        self.queued_bytes -= connection.pending_bytes
+        connection.pending.clear()
+        connection.pending_bytes = 0
 
 
 def _message(kind: str, channel: str, data: Any) -> bytes:
@@ -420,40 +519,67 @@ def _message(kind: str, channel: str, data: Any) -> bytes:
 @router.websocket("/ws")
 async def stream(websocket: WebSocket) -> None:
     hub: StreamHub = websocket.app.state.hub
-    await websocket.accept()
-    connection = hub.connect(websocket)
-    writer = asyncio.create_task(_write(connection), name="ws-writer")
+    client = websocket.client.host if websocket.client else ""
+    connection = hub.connect(websocket, client)
+    if connection is None:
+        limit = hub.limits.max_connections_per_client
+        refusal = ApiError(
+            ApiCode.TOO_MANY_CONNECTIONS,
+            f"at most {limit} WebSocket connections per client address",
+            headers={"Retry-After": "1"},
+            details={"limit": limit},
+        )
+        await websocket.send_denial_response(failure(websocket, refusal))
+        return
     try:
-        await _read(hub, connection)
+        await websocket.accept()
+        tasks = (
+            asyncio.create_task(_write(hub, connection), name="ws-writer"),
+            asyncio.create_task(_read(hub, connection), name="ws-reader"),
+        )
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
     finally:
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
         hub.disconnect(connection)
+    if connection.drop is not None:
+        await _drop_socket(websocket, connection.drop)
 
 
-async def _write(connection: Connection) -> None:
-    """Send the queued messages in order, then, once the connection has overflowed,
-    the slow-consumer close. The only task that sends on the socket, so a close never
-    races a message; ends quietly when the client is gone."""
+async def _drop_socket(websocket: WebSocket, reason: Drop) -> None:
+    """Close 1008 at once: through the server's drop (stop reading, the close frame
+    behind what the socket holds, abort after a grace time) where it has one."""
+    drop = websocket.scope.get("extensions", {}).get(DROP_WEBSOCKET)
+    if drop is not None:
+        drop(POLICY_CLOSE, CLOSE_REASON[reason])
+        return
+    with contextlib.suppress(Exception):  # the client may be gone: nothing to tell it
+        await websocket.close(POLICY_CLOSE, CLOSE_REASON[reason])
+
+
+async def _write(hub: StreamHub, connection: Connection) -> None:
+    """Send the queued messages in order until the connection is dropped; the only task
+    that sends on the socket. Ends quietly when the client is gone."""
     websocket = connection.websocket
     with contextlib.suppress(WebSocketDisconnect):
-        while not connection.overflowed:
-            message = await connection.queue.get()
-            await websocket.send_text(message.decode())
-        await websocket.close(SLOW_CONSUMER_CLOSE, "slow consumer")
+        while connection.drop is None:
+            await connection.ready.wait()
+            connection.ready.clear()
+            while (message := hub.take(connection)) is not None:
+                await websocket.send_text(message.decode())
 
 
 async def _read(hub: StreamHub, connection: Connection) -> None:
-    """Answer the client's messages until it disconnects or is closed; a slow
-    consumer's messages are no longer answered (its replies could not be queued)."""
+    """Answer the client's messages until it disconnects, is dropped, or sends faster
+    than its budget (then it is dropped)."""
     websocket = connection.websocket
-    while True:
+    while connection.drop is None:
         message = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
+        if message["type"] == "websocket.disconnect" or not hub.take_op(connection):
             return
-        if connection.overflowed:
-            continue
         request: dict[str, Any] = {}
         try:
             request = _parse(message.get("text"))

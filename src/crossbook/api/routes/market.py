@@ -26,7 +26,7 @@ from crossbook.api.params import (
 )
 from crossbook.api.routes.common import API_PREFIX, context, errors
 from crossbook.api.schemas import CandleOut, Envelope, MarketOut, OrderBookOut, TickerOut
-from crossbook.api.views import book_json, candle_json, market_json, ticker_json
+from crossbook.api.views import candle_json, market_json, ticker_json
 
 router = APIRouter(prefix=API_PREFIX, tags=["market data"])
 Context = Annotated[ApiContext, Depends(context)]
@@ -130,4 +130,4 @@ async def order_book(
     `sequence + 1`."""
     spec = ctx.market(symbol).spec
     book = ctx.market_data.book(spec.symbol, depth)
-    return success(request, book_json(spec, book, now_ms()))
+    return success(request, ctx.books.book_json(spec, book, depth, now_ms()))
