@@ -30,19 +30,24 @@ Invariants: only committed events are streamed (the hub is the engine's
 publisher: it sees a batch only after its COMMIT, DESIGN rule 4); a snapshot and
 the subscription it starts are taken together without yielding to the event
 loop, so no batch falls between them; each message is rendered once per batch
-and shared by its subscribers; private messages go only to connections
-authenticated as their owner.
-Bounds: each connection queues at most `ws_max_pending_messages` outgoing
-messages; a connection that falls that far behind is dropped rather than allowed
-to grow memory: the reaper unsubscribes it at once (nothing more is queued or
-answered), and its writer, the only task that sends on its socket, closes it
-(1008, "slow consumer") as soon as the socket takes the close frame. At most
-`ws_max_subscriptions` channels and `MAX_INBOUND_CHARS` per client message, which
-is JSON text (a binary message is refused).
-Known limits: the close frame waits behind what the socket already holds, so a
-client that never reads again is cut only by the server's keepalive timeout; a
-book snapshot holds at most `SNAPSHOT_MAX_LEVELS` levels per side (diffs cover
-every level), so a client of a deeper book misses the levels beyond it.
+and shared by its subscribers, and a book snapshot once per market sequence;
+private messages go only to connections authenticated as their owner.
+Bounds (`StreamLimits`, each a setting): a connection queues at most
+`max_pending_messages` messages and `max_queued_bytes` bytes, all connections
+together `max_total_queued_bytes`; at most `max_subscriptions` channels, and
+`max_connections_per_client` connections per client address (beyond: 429 at the
+handshake); a client may send `ops_burst` messages at once and `ops_per_s`
+after that, each at most `MAX_INBOUND_CHARS` of JSON text (a binary message is
+refused). A connection that would pass a queue bound is a slow consumer and one
+that sends beyond its budget is rate limited: either is dropped at once — its
+queue freed, nothing more queued, read or answered — and closed 1008 ("slow
+consumer", "too many messages"): the close frame goes behind what the socket
+already holds and the connection is aborted if that has not drained within
+`ws_close_grace_ms` (`connections.DROP_WEBSOCKET`).
+Known limits: a book snapshot holds at most `SNAPSHOT_MAX_LEVELS` levels per
+side (diffs cover every level), so a client of a deeper book misses the levels
+beyond it; the byte bounds count a shared message once per connection that
+queues it (conservative: the memory held is at most the count).
 """
 
 from __future__ import annotations
