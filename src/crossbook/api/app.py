@@ -28,7 +28,7 @@ from starlette.routing import Route
 from crossbook import __version__
 from crossbook.api.context import ApiContext
 from crossbook.api.envelope import failure
-from crossbook.api.errors import FIELD_CODES, PATH_CODES, ApiCode, ApiError, from_domain
+from crossbook.api.errors import FIELD_CODES, REFERENCE_CODES, ApiCode, ApiError, from_domain
 from crossbook.api.metrics import ApiMetrics
 from crossbook.api.middleware import GatewayMiddleware
 from crossbook.api.params import echo
@@ -140,16 +140,17 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 def validation_error(problems: Any) -> ApiError:
     """The first problem of a request that failed the schema, with its field's code.
 
-    A path parameter that is not of its form names nothing: ORDER_NOT_FOUND,
-    MARKET_NOT_FOUND … (404), as an unknown one of the right form would."""
+    A reference that is not of its form (a path parameter, a body's `user_id`) names
+    nothing: ORDER_NOT_FOUND, USER_NOT_FOUND … (404), as an unknown one would."""
     first = problems[0] if problems else {}
     location = [str(part) for part in first.get("loc", ())]
     name = location[-1] if location else "body"
-    if location[:1] == ["path"] and name in PATH_CODES:
+    if len(location) >= 2 and (location[0], location[1]) in REFERENCE_CODES:
+        what = location[1]
         return ApiError(
-            PATH_CODES[name],
-            f"no such {name.removesuffix('_id')}",
-            details={name: echo(first.get("input"))},
+            REFERENCE_CODES[location[0], what],
+            f"no such {what.removesuffix('_id')}",
+            details={what: echo(first.get("input"))},
         )
     field = next((p for p in reversed(location) if p in FIELD_CODES), None)
     code = FIELD_CODES[field] if field else ApiCode.INVALID_REQUEST

@@ -16,9 +16,10 @@ uvicorn's own (httptools, websockets-sansio) with these additions:
   answer is sent, nothing more is read from the connection for some seconds, so
   a client over its rate limit is slowed at the cost of a timer, not of parsing
   and refusing each of its requests (`middleware`);
-- dropping a WebSocket (scope extension `DROP_WEBSOCKET`): stop reading at once,
-  queue the close frame behind what the socket already holds, and abort the
-  connection if it has not drained within a grace time (`ws`).
+- dropping a WebSocket (scope extension `DROP_WEBSOCKET`): the close frame is
+  queued behind what the socket already holds, what the client sends from then on
+  is discarded unprocessed, and the connection is aborted if the close handshake
+  has not finished within a grace time (`ws`).
 
 Invariants: every admitted connection is counted once, from `connection_made`
 until `connection_lost` of the protocol that holds it last (an HTTP connection
@@ -147,17 +148,20 @@ def guarded_protocols(guard: ConnectionGuard) -> tuple[type[Any], type[Any]]:
                 scope["extensions"][DROP_WEBSOCKET] = self.drop
 
         def drop(self, code: int, reason: str) -> None:
-            """Stop reading, send the close frame behind what is queued, abort if it has
-            not drained within the grace time."""
+            """Close now: the close frame goes behind what the socket holds, what the
+            client still sends is discarded unread (so its kernel buffer drains and it
+            gets the close frame, not a reset), and the connection is aborted if the
+            close handshake has not finished within the grace time."""
             transport = self.transport
             if transport.is_closing():
                 return
-            transport.pause_reading()
             if not self.close_sent:
                 self.conn.send_close(code, reason)
                 transport.write(b"".join(self.conn.data_to_send()))
-                self.close_sent = True
-            transport.close()  # once the buffer drains
+                self.close_sent = True  # uvicorn discards messages from here on
+            if self.read_paused:
+                self.read_paused = False
+                transport.resume_reading()
             self.loop.call_later(guard.limits.ws_close_grace_ms / 1000, transport.abort)
 
     class GuardedHttp(HttpToolsProtocol):

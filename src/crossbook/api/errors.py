@@ -99,16 +99,30 @@ FIELD_CODES: Mapping[str, str] = {
     "post_only": ErrorCode.INVALID_ORDER,
     "client_order_id": ErrorCode.INVALID_ORDER,
     "asset": ErrorCode.INVALID_ASSET,
+    "base": ErrorCode.INVALID_ASSET,
+    "quote": ErrorCode.INVALID_ASSET,
+    "base_decimals": ErrorCode.INVALID_ASSET,
+    "quote_decimals": ErrorCode.INVALID_ASSET,
+    "tick_size": ErrorCode.INVALID_MARKET_SPEC,
+    "step_size": ErrorCode.INVALID_MARKET_SPEC,
+    "min_quantity": ErrorCode.INVALID_MARKET_SPEC,
+    "max_quantity": ErrorCode.INVALID_MARKET_SPEC,
+    "max_price": ErrorCode.INVALID_MARKET_SPEC,
+    "maker_fee_rate": ErrorCode.INVALID_MARKET_SPEC,
+    "taker_fee_rate": ErrorCode.INVALID_MARKET_SPEC,
+    "min_notional": ErrorCode.INVALID_AMOUNT,
 }
 
 
-# a path parameter of the wrong form names nothing: the code of an unknown one
-PATH_CODES: Mapping[str, str] = {
-    "order_id": ErrorCode.ORDER_NOT_FOUND,
-    "client_order_id": ErrorCode.ORDER_NOT_FOUND,
-    "symbol": ErrorCode.MARKET_NOT_FOUND,
-    "user_id": ApiCode.USER_NOT_FOUND,
-    "settlement_id": ApiCode.SETTLEMENT_NOT_FOUND,
+# a reference of the wrong form (a path parameter, a body's user id) names nothing:
+# the code of an unknown one
+REFERENCE_CODES: Mapping[tuple[str, str], str] = {
+    ("path", "order_id"): ErrorCode.ORDER_NOT_FOUND,
+    ("path", "client_order_id"): ErrorCode.ORDER_NOT_FOUND,
+    ("path", "symbol"): ErrorCode.MARKET_NOT_FOUND,
+    ("path", "user_id"): ApiCode.USER_NOT_FOUND,
+    ("path", "settlement_id"): ApiCode.SETTLEMENT_NOT_FOUND,
+    ("body", "user_id"): ApiCode.USER_NOT_FOUND,
 }
 
 

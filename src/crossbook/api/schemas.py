@@ -8,19 +8,51 @@ directly (faster than validating every response) and tests check the two agree.
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from crossbook.domain.validation import MAX_CLIENT_ORDER_ID_CHARS
+from crossbook.api.params import MAX_EPOCH_MS, MAX_ID, SYMBOL_PATTERN
+from crossbook.domain.units import MAX_DECIMAL_TEXT_CHARS
+from crossbook.domain.validation import CLIENT_ORDER_ID_PATTERN, MAX_CLIENT_ORDER_ID_CHARS
 
 MAX_TEXT_CHARS = 64
+DECIMAL_PATTERN = r"^[0-9]+(\.[0-9]+)?$"  # plain positional notation (`domain.units`)
+ASSET_PATTERN = r"^[A-Za-z0-9]{1,16}$"
+EXPIRY_PATTERN = (  # epoch milliseconds, or an RFC 3339 date-time with its offset
+    r"^([0-9]{1,15}|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}"
+    r"(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))$"
+)
 T = TypeVar("T")
+
+
+def _decimal(description: str | None = None, examples: list[str] | None = None) -> Any:
+    """A decimal-string field: its grid is the market's, checked by the domain."""
+    return Field(
+        None,
+        min_length=1,
+        max_length=MAX_DECIMAL_TEXT_CHARS,
+        pattern=DECIMAL_PATTERN,
+        description=description,
+        examples=examples,
+    )
+
 
 SideText = Literal["buy", "sell"]
 OrderTypeText = Literal["market", "limit", "stop_limit", "stop_market"]
 TimeInForceText = Literal["GTC", "IOC", "FOK", "GTD"]
 StpModeText = Literal["cancel_taker", "cancel_maker", "cancel_both", "none"]
+
+
+def _rule(default: Any = ..., examples: list[str] | None = None) -> Any:
+    """A decimal-string rule of a new market (checked whole by `MarketSpec.create`)."""
+    return Field(
+        default,
+        min_length=1,
+        max_length=MAX_DECIMAL_TEXT_CHARS,
+        pattern=DECIMAL_PATTERN,
+        examples=examples,
+    )
 
 
 class _Body(BaseModel):
@@ -32,21 +64,32 @@ def _lower(value: object) -> object:
 
 
 class PlaceOrderRequest(_Body):
-    symbol: str = Field(max_length=MAX_TEXT_CHARS, examples=["BTC/USDT"])
+    symbol: str = Field(max_length=33, pattern=SYMBOL_PATTERN, examples=["BTC/USDT"])
     side: SideText
     type: OrderTypeText
-    quantity: str | None = Field(None, max_length=MAX_TEXT_CHARS, examples=["1.5"])
-    quote_quantity: str | None = Field(
-        None, max_length=MAX_TEXT_CHARS, description="market buys only: quote to spend"
+    quantity: str | None = _decimal(examples=["1.5"])
+    quote_quantity: str | None = _decimal(
+        "market buys only: quote to spend, at most 2^63-1 minor units of the quote asset"
     )
-    price: str | None = Field(None, max_length=MAX_TEXT_CHARS, examples=["50000.00"])
-    stop_price: str | None = Field(None, max_length=MAX_TEXT_CHARS)
+    price: str | None = _decimal(examples=["50000.00"])
+    stop_price: str | None = _decimal()
     time_in_force: TimeInForceText = "GTC"
-    expire_at: str | int | None = Field(
-        None, description="GTD only: ISO 8601 UTC time or epoch milliseconds"
+    expire_at: (
+        Annotated[str, StringConstraints(max_length=40, pattern=EXPIRY_PATTERN)]
+        | Annotated[int, Field(ge=1, le=MAX_EPOCH_MS)]
+        | None
+    ) = Field(
+        None,
+        description="GTD only: epoch milliseconds (a number or digits) or an RFC 3339 "
+        "date-time with its offset, up to 9999-12-31T23:59:59.999Z",
     )
     post_only: bool = False
-    client_order_id: str | None = Field(None, max_length=MAX_CLIENT_ORDER_ID_CHARS)
+    client_order_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_CLIENT_ORDER_ID_CHARS,
+        pattern=f"^{CLIENT_ORDER_ID_PATTERN}$",
+    )
     stp_mode: StpModeText = "cancel_taker"
 
     _side = field_validator("side", "type", "stp_mode", mode="before")(_lower)
@@ -58,8 +101,8 @@ class PlaceOrderRequest(_Body):
 
 
 class AmendOrderRequest(_Body):
-    quantity: str | None = Field(None, max_length=MAX_TEXT_CHARS)
-    price: str | None = Field(None, max_length=MAX_TEXT_CHARS)
+    quantity: str | None = _decimal("the new total quantity, including what is filled")
+    price: str | None = _decimal("the new price")
 
 
 class CreateUserRequest(_Body):
@@ -71,24 +114,29 @@ class IssueTokenRequest(_Body):
 
 
 class TransferRequest(_Body):
-    user_id: str | int = Field(description="the user's id (0 is the fee account)")
-    asset: str = Field(max_length=16, examples=["USDT"])
-    amount: str = Field(max_length=MAX_TEXT_CHARS, examples=["1000.00"])
+    user_id: (
+        Annotated[str, StringConstraints(pattern=r"^[0-9]{1,19}$")]
+        | Annotated[int, Field(ge=0, le=MAX_ID)]
+    ) = Field(description="the user's id (0 is the fee account), digits or a number")
+    asset: str = Field(max_length=16, pattern=ASSET_PATTERN, examples=["USDT"])
+    amount: str = Field(
+        max_length=MAX_DECIMAL_TEXT_CHARS, pattern=DECIMAL_PATTERN, examples=["1000.00"]
+    )
 
 
 class CreateMarketRequest(_Body):
-    base: str = Field(max_length=16, examples=["BTC"])
-    quote: str = Field(max_length=16, examples=["USDT"])
+    base: str = Field(max_length=16, pattern=ASSET_PATTERN, examples=["BTC"])
+    quote: str = Field(max_length=16, pattern=ASSET_PATTERN, examples=["USDT"])
     base_decimals: int | None = Field(None, ge=0, le=18, description="if the asset is new")
     quote_decimals: int | None = Field(None, ge=0, le=18, description="if the asset is new")
-    tick_size: str = Field(max_length=MAX_TEXT_CHARS, examples=["0.01"])
-    step_size: str = Field(max_length=MAX_TEXT_CHARS, examples=["0.00001"])
-    min_quantity: str = Field(max_length=MAX_TEXT_CHARS)
-    max_quantity: str = Field(max_length=MAX_TEXT_CHARS)
-    min_notional: str = Field("0", max_length=MAX_TEXT_CHARS)
-    max_price: str | None = Field(None, max_length=MAX_TEXT_CHARS)
-    maker_fee_rate: str | None = Field(None, max_length=MAX_TEXT_CHARS)
-    taker_fee_rate: str | None = Field(None, max_length=MAX_TEXT_CHARS)
+    tick_size: str = _rule(examples=["0.01"])
+    step_size: str = _rule(examples=["0.00001"])
+    min_quantity: str = _rule()
+    max_quantity: str = _rule()
+    min_notional: str = _rule("0")
+    max_price: str | None = _rule(None)
+    maker_fee_rate: str | None = _rule(None)
+    taker_fee_rate: str | None = _rule(None)
 
 
 # -- documented responses ----------------------------------------------------------
