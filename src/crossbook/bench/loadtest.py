@@ -13,6 +13,7 @@ the run's users and the fee account hold exactly what was deposited (the fee
 account counted by its change over the run), and the book is not crossed. On a
 remote-wallet server it first waits for the settlement outbox to drain (and
 reports how long that took), since balances are final only once settled.
+With `--flood`, order entry beside an attack instead: see `flood`.
 
 Set-up: a fresh market `L<hex>/USDT` per run (its base asset is the run's
 alone), `--users` users created, funded generously and given tokens through the
