@@ -560,12 +560,14 @@ def _cpu(before: figures.CpuSnapshot, after: figures.CpuSnapshot) -> dict[str, f
 # -- figures ---------------------------------------------------------------------------
 
 
-def _latency(samples: bytes) -> dict[str, float | int]:
+def _latency(samples: bytes) -> dict[str, float | int | None]:
+    """Exact percentiles in ms; None for each when nothing was answered."""
     values: array[int] = array("q")
     values.frombytes(samples)
-    return {
-        k: round(v, 3) if isinstance(v, float) else v for k, v in figures.latency_ms(values).items()
-    }
+    latency = figures.latency_ms(values)
+    if not values:
+        return {k: 0 if k == "count" else None for k in latency}
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in latency.items()}
 
 
 def _phase_figures(
@@ -835,10 +837,11 @@ def _notes(report: dict[str, Any], setup: Setup) -> list[str]:
 
 def _print_phase_line(phase: dict[str, Any], err: Console) -> None:
     entry, health, rss = phase["order_entry"], phase["health"], phase["server"]["rss_mb"]
+    latency = entry["latency_ms"]
     err.print(
-        f"  order entry p50 {entry['latency_ms']['p50']:.1f} ms, p99 "
-        f"{entry['latency_ms']['p99']:.1f} ms, unanswered {entry['unanswered']}; /health "
-        f"unanswered {health['unanswered']}/{health['probes']}; RSS peak {rss['peak']} MB"
+        f"  order entry p50 {_cell(latency['p50'])} ms, p99 {_cell(latency['p99'])} ms, "
+        f"unanswered {entry['unanswered']}; /health unanswered "
+        f"{health['unanswered']}/{health['probes']}; RSS peak {_cell(rss['peak'])} MB"
     )
 
 
