@@ -57,6 +57,8 @@ def test_a_short_flood_reports_each_phase(
         assert entry["ok"] + sum(entry["errors"].values()) == entry["scheduled"]
         assert set(entry["latency_ms"]) == LATENCY_KEYS
         assert entry["latency_ms"]["count"] == entry["answered"]
+        bounded = entry["latency_ms_unanswered_at_timeout"]
+        assert bounded["count"] == entry["answered"] + entry["unanswered"]
         health = phase["health"]
         assert health["probes"] == 6
         assert sum(health["by_code"].values()) == health["probes"]
