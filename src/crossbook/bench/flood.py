@@ -658,7 +658,7 @@ def _attack_figures(attacks: list[AttackResult], options: FloodOptions) -> dict[
 
 
 # flat figures of a phase (key → value), the rows of the summary; errors and statuses
-# add their own rows (order_entry_error_<CODE>, attack_answers_<status>)
+# add their own rows (order_entry_error_<CODE>, attack_answers_http_<status>)
 _ROWS = (
     ("order_entry_latency_ms_p50", "order entry p50 ms", ("order_entry", "latency_ms", "p50")),
     ("order_entry_latency_ms_p99", "order entry p99 ms", ("order_entry", "latency_ms", "p99")),
@@ -724,7 +724,7 @@ def _flat(phase: dict[str, Any]) -> dict[str, Any]:
             flat[f"health_error_{code}"] = n
     attack = phase.get("attack") or {}
     for status, n in attack.get("answers_by_status", {}).items():
-        flat[f"attack_answers_{status}"] = n
+        flat[f"attack_answers_http_{status}"] = n
     for reason, n in attack.get("connect_failures", {}).items():
         flat[f"attack_connect_failures_{reason}"] = n
     return flat
@@ -740,7 +740,7 @@ def _summary(phases: list[dict[str, Any]]) -> dict[str, Any]:
         for key in keys:
             values = [f.get(key, 0 if _counted(key) else None) for f in flats]
             numbers = [v for v in values if isinstance(v, int | float)]
-            medians[key] = _round(statistics.median(numbers)) if numbers else None
+            medians[key] = _median(numbers) if numbers else None
         summary[kind] = medians
     ratios = {}
     for key in _RATIO_KEYS:
@@ -755,8 +755,12 @@ def _counted(key: str) -> bool:
     return key.startswith(tuple(prefix for prefix, _, _ in _DETAILS))
 
 
-def _round(value: float) -> float:
-    return round(value, 3) if isinstance(value, float) else value
+def _median(numbers: list[int | float]) -> int | float:
+    """The median, an integer if the values are (counts stay counts)."""
+    median = statistics.median(numbers)
+    if all(isinstance(n, int) for n in numbers) and float(median).is_integer():
+        return int(median)
+    return round(median, 3)
 
 
 def _report(
@@ -918,7 +922,7 @@ def _print_report(report: dict[str, Any]) -> None:
 _DETAILS = (
     ("order_entry_error_", "order_entry_unanswered", "order entry error "),
     ("health_error_", "health_unanswered", "/health error "),
-    ("attack_answers_", "attack_answered", "attack answers HTTP "),
+    ("attack_answers_http_", "attack_answered", "attack answers HTTP "),
     ("attack_connect_failures_", "attack_connections_opened", "attack connect failures "),
 )
 
