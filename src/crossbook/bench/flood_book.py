@@ -47,6 +47,7 @@ RATE_LIMIT_PAUSE_S = 1.0
 MAX_ATTEMPTS = 100  # per order: retries of RATE_LIMITED and of a failed connection
 MEASURE_TIMEOUT_S = 60.0
 MEASURE_REPEATS = 3
+MEASURE_PAUSE_S = 0.5  # between subscribes: a server may limit operations per connection
 RATE_LIMITED = "RATE_LIMITED"
 NOT_SENT = "NOT_SENT"
 
@@ -169,13 +170,15 @@ def measure_read(url: str, path_symbol: str, depth: int) -> dict[str, Any]:
 
 
 def measure_snapshot(host: str, port: int, channel: str) -> dict[str, Any]:
-    """`MEASURE_REPEATS` WebSocket subscribes on a quiet server (an unsubscribe between
-    them): the snapshot's size and the median time until it arrived (render, queue and
-    transfer)."""
+    """`MEASURE_REPEATS` WebSocket subscribes on a quiet server (an unsubscribe and a
+    pause between them): the snapshot's size and the median time until it arrived
+    (render, queue and transfer); an error if the server refused one."""
     times_ms: list[float] = []
     try:
         with connect(f"ws://{host}:{port}/ws", open_timeout=10, max_size=None) as ws:
-            for _ in range(MEASURE_REPEATS):
+            for repeat in range(MEASURE_REPEATS):
+                if repeat:
+                    time.sleep(MEASURE_PAUSE_S)
                 started = time.monotonic()
                 ws.send(json.dumps({"op": "subscribe", "channels": [channel]}))
                 message, payload = _snapshot(ws, started + MEASURE_TIMEOUT_S)
@@ -196,5 +199,8 @@ def _snapshot(ws: ClientConnection, deadline: float) -> tuple[str | bytes, dict[
     while True:
         message = ws.recv(timeout=max(0.0, deadline - time.monotonic()))
         payload = json.loads(message)
-        if isinstance(payload, dict) and payload.get("type") == "snapshot":
+        kind = payload.get("type") if isinstance(payload, dict) else None
+        if kind == "snapshot":
             return message, payload
+        if kind == "error":  # a server that limits subscriptions may refuse one
+            raise ValueError(f"subscribe refused: {payload.get('code')} {payload.get('message')}")
