@@ -181,6 +181,11 @@ def bench_wallet(
     wallet.run(chosen, operations, runs, clients, pg_admin_url, as_json)
 
 
+class FloodMode(StrEnum):
+    READS = "reads"
+    WS_SNAPSHOTS = "ws-snapshots"
+
+
 @app.command("loadtest")
 def loadtest(
     url: Annotated[
@@ -199,34 +204,51 @@ def loadtest(
         str | None,
         typer.Option("--database-url", help="With --serve (default: a fresh SQLite file)."),
     ] = None,
-    users: Annotated[int, typer.Option("--users", min=1)] = 50,
+    users: Annotated[
+        int | None,
+        typer.Option(
+            "--users",
+            min=1,
+            help="Order-entry users (default 50; with --flood, enough for 20 requests/s each).",
+        ),
+    ] = None,
     rate: Annotated[
         float, typer.Option("--rate", min=0.1, help="Target order-entry requests/s.")
     ] = 100.0,
     duration: Annotated[
-        float, typer.Option("--duration", min=0.1, help="Measured seconds.")
+        float,
+        typer.Option("--duration", min=0.1, help="Measured seconds (per phase with --flood)."),
     ] = 60.0,
     warmup: Annotated[
-        float, typer.Option("--warmup", min=0.0, help="Unmeasured seconds first.")
+        float, typer.Option("--warmup", min=0.0, help="Unmeasured seconds first (per phase).")
     ] = 2.0,
     symbol: Annotated[
         str | None,
-        typer.Option("--symbol", help="An existing market (default: a fresh L<hex>/USDT per run)."),
+        typer.Option(
+            "--symbol",
+            help="An existing market (default: a fresh L<hex>/USDT; BTC/USDT with --flood).",
+        ),
     ] = None,
     price: Annotated[
         str | None, typer.Option("--price", help="Reference price (default: from the market).")
     ] = None,
     connections: Annotated[
-        int, typer.Option("--connections", min=1, help="HTTP keep-alive connections.")
+        int, typer.Option("--connections", min=1, help="Order-entry keep-alive connections.")
     ] = 32,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Client processes.")] = 1,
     max_in_flight: Annotated[
-        int,
-        typer.Option("--max-in-flight", min=1, help="Unanswered requests before CLIENT_BEHIND."),
-    ] = 1000,
+        int | None,
+        typer.Option(
+            "--max-in-flight",
+            min=2,
+            help="Unanswered requests before CLIENT_BEHIND (default 1000; with --flood, "
+            "all of a stall as long as --timeout).",
+        ),
+    ] = None,
     timeout: Annotated[
-        float, typer.Option("--timeout", min=0.1, help="Per request, seconds.")
-    ] = 10.0,
+        float | None,
+        typer.Option("--timeout", min=0.1, help="Per request, seconds (default 10; --flood 30)."),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the request mix.")] = 42,
     profile: Annotated[
         bool,
@@ -235,20 +257,107 @@ def loadtest(
     server_log_level: Annotated[
         str, typer.Option("--server-log-level", help="With --serve: the server's log level.")
     ] = "warning",
+    flood: Annotated[
+        FloodMode | None,
+        typer.Option(
+            "--flood",
+            help="Benchmark order entry beside an attack: quiet then flood phases "
+            "(reads: order-book GETs; ws-snapshots: WebSocket re-subscribes never read).",
+        ),
+    ] = None,
+    flood_connections: Annotated[
+        int | None,
+        typer.Option(
+            "--flood-connections", min=1, help="Attack connections (default: reads 200, ws 8)."
+        ),
+    ] = None,
+    flood_depth: Annotated[
+        int, typer.Option("--flood-depth", min=1, help="Levels per side each read asks for.")
+    ] = 1_000,
+    flood_source: Annotated[
+        str | None,
+        typer.Option(
+            "--flood-source",
+            help="Address the attack binds to (default 127.0.0.2 on loopback: another client).",
+        ),
+    ] = None,
+    flood_workers: Annotated[
+        int, typer.Option("--flood-workers", min=1, help="Attack client processes.")
+    ] = 1,
+    book_levels: Annotated[
+        int,
+        typer.Option(
+            "--book-levels", min=0, help="With --flood: price levels built on the market first."
+        ),
+    ] = 3_000,
+    rounds: Annotated[
+        int, typer.Option("--rounds", min=1, help="With --flood: quiet + flood rounds.")
+    ] = 1,
+    server_pid: Annotated[
+        int | None,
+        typer.Option("--server-pid", help="With --flood --url: the server's pid, for its RSS."),
+    ] = None,
+    probe_rate: Annotated[
+        float, typer.Option("--probe-rate", min=0.1, help="With --flood: /health probes/s.")
+    ] = 10.0,
+    probe_timeout: Annotated[
+        float, typer.Option("--probe-timeout", min=0.1, help="With --flood: per probe, seconds.")
+    ] = 2.0,
+    max_server_rss_mb: Annotated[
+        float,
+        typer.Option(
+            "--max-server-rss-mb", min=1.0, help="With --flood: stop the attack beyond this RSS."
+        ),
+    ] = 2_048.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Load-test order entry over HTTP: open-loop at a target rate, then figures and integrity.
 
+    With --flood, order entry alone and then beside an attack (reads or ws-snapshots),
+    with /health probes and the server's memory, for each phase.
+
     A benchmark, not a test: exit code 0 whatever the figures, 1 if the integrity
     check failed, 2 if the run could not happen.
     """
+    if flood is not None:
+        from crossbook.bench import flood as fl  # noqa: PLC0415 - lazy: only this mode needs it
+
+        flood_options = fl.FloodOptions(
+            mode=flood.value,
+            url=url,
+            serve=serve,
+            database_url=database_url,
+            server_log_level=server_log_level,
+            server_pid=server_pid,
+            symbol=symbol or fl.DEFAULT_SYMBOL,
+            price=price,
+            rate_per_s=rate,
+            duration_s=duration,
+            warmup_s=warmup,
+            rounds=rounds,
+            users=users,
+            connections=connections,
+            max_in_flight=max_in_flight,
+            timeout_s=timeout or fl.FLOOD_TIMEOUT_S,
+            probe_rate_per_s=probe_rate,
+            probe_timeout_s=probe_timeout,
+            flood_connections=flood_connections,
+            flood_depth=flood_depth,
+            flood_source=flood_source,
+            flood_workers=flood_workers,
+            book_levels=book_levels,
+            max_server_rss_mb=max_server_rss_mb,
+            as_json=as_json,
+        )
+        raise typer.Exit(fl.run(flood_options))
+
     from crossbook.bench import loadtest as lt  # noqa: PLC0415 - lazy: only this command needs it
 
     options = lt.LoadtestOptions(
         url=url,
         serve=serve,
         database_url=database_url,
-        users=users,
+        users=users or 50,
         rate_per_s=rate,
         duration_s=duration,
         warmup_s=warmup,
@@ -256,8 +365,8 @@ def loadtest(
         price=price,
         connections=connections,
         workers=workers,
-        max_in_flight=max_in_flight,
-        timeout_s=timeout,
+        max_in_flight=max_in_flight or lt.DEFAULT_MAX_IN_FLIGHT,
+        timeout_s=timeout or 10.0,
         seed=seed,
         profile=profile,
         server_log_level=server_log_level,

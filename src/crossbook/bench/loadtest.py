@@ -13,6 +13,7 @@ the run's users and the fee account hold exactly what was deposited (the fee
 account counted by its change over the run), and the book is not crossed. On a
 remote-wallet server it first waits for the settlement outbox to drain (and
 reports how long that took), since balances are final only once settled.
+With `--flood`, order entry beside an attack instead: see `flood`.
 
 Set-up: a fresh market `L<hex>/USDT` per run (its base asset is the run's
 alone), `--users` users created, funded generously and given tokens through the
@@ -167,7 +168,7 @@ class Outcome:
 def run(options: LoadtestOptions) -> int:
     err = Console(stderr=True)
     try:
-        with _target(options, err) as target, _admin_client(target) as admin:
+        with open_target(options, err) as target, admin_client(target) as admin:
             plan = _set_up(admin, options, err)
             outcome = _drive(target, plan, options, err)
             report = _report(admin, target, plan, outcome, options)
@@ -185,7 +186,8 @@ def run(options: LoadtestOptions) -> int:
 
 
 @contextlib.contextmanager
-def _target(options: LoadtestOptions, err: Console) -> Iterator[Target]:
+def open_target(options: LoadtestOptions, err: Console) -> Iterator[Target]:
+    """The server of the run: the one at `--url`, or one started for it (`--serve`)."""
     if options.serve and options.url:
         raise LoadtestError("--url and --serve exclude each other")
     if options.database_url and not options.serve:
@@ -222,7 +224,7 @@ def _served(options: LoadtestOptions, err: Console) -> Iterator[Target]:
         target = Target(f"http://127.0.0.1:{port}", "127.0.0.1", port, process.pid, database)
         try:
             _wait_ready(target.url, process, log_path)
-            err.print(f"server started: {target.url} (pid {process.pid}, {_redacted(database)})")
+            err.print(f"server started: {target.url} (pid {process.pid}, {redacted(database)})")
             yield target
         finally:
             process.terminate()
@@ -253,7 +255,7 @@ def _free_port() -> int:
         return port
 
 
-def _redacted(database: str) -> str:
+def redacted(database: str) -> str:
     return make_url(database).render_as_string(hide_password=True)
 
 
@@ -284,7 +286,8 @@ class Admin:
 
 
 @contextlib.contextmanager
-def _admin_client(target: Target) -> Iterator[Admin]:
+def admin_client(target: Target) -> Iterator[Admin]:
+    """The admin API of `target`, with an admin token signed with the configured secret."""
     settings = load_settings()
     codec = TokenCodec(settings.jwt_secret_value, settings.jwt_ttl_s)
     token = codec.issue(Principal(Role.ADMIN, None), ttl_s=24 * 3600)
@@ -307,7 +310,7 @@ def _set_up(admin: Admin, options: LoadtestOptions, err: Console) -> Plan:
     trade_id_before = 0 if fresh else _newest_trade_id(admin, symbol)
     err.print(f"setting up {options.users} users on {symbol} (reference price {reference})")
     ttl_s = int(options.warmup_s + options.duration_s) + 3600
-    users = [_funded_user(admin, deposits, ttl_s, n) for n in range(options.users)]
+    users = [funded_user(admin, deposits, ttl_s, f"loadtest-{n}") for n in range(options.users)]
     tick = Decimal(market["tick_size"])
     return Plan(
         symbol=symbol,
@@ -354,8 +357,11 @@ def _reference_price(
     return Decimal(last)
 
 
-def _funded_user(admin: Admin, deposits: dict[str, Decimal], ttl_s: int, n: int) -> tuple[int, str]:
-    user = admin.call("POST", "/api/v1/admin/users", {"name": f"loadtest-{n}"})
+def funded_user(
+    admin: Admin, deposits: dict[str, Decimal], ttl_s: int, name: str
+) -> tuple[int, str]:
+    """A new user `name`, given `deposits`, and a trader token valid `ttl_s` seconds."""
+    user = admin.call("POST", "/api/v1/admin/users", {"name": name})
     user_id = int(user["id"])
     for asset, amount in deposits.items():
         body = {"user_id": user_id, "asset": asset, "amount": f"{amount:f}"}
@@ -642,7 +648,7 @@ def _report(
         "symbol": plan.symbol,
         "reference_price": plan.reference_price,
         "server": {"url": target.url, "started_by_loadtest": target.server_pid is not None,
-                   "database": _redacted(target.database) if target.database else None},
+                   "database": redacted(target.database) if target.database else None},
         "target_rate_per_s": options.rate_per_s,
         "duration_s": options.duration_s,
         "warmup_s": options.warmup_s,

@@ -108,17 +108,28 @@ class ProtocolError(Exception):
 
 
 class HttpConnection:
-    """One keep-alive HTTP/1.1 connection; one request at a time."""
+    """One keep-alive HTTP/1.1 connection; one request at a time. `local_host`, when
+    given, is the address the socket is bound to (the client address the server sees)."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, local_host: str | None = None) -> None:
         self.host, self.port = host, port
+        self.local_addr = None if local_host is None else (local_host, 0)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self.last_used = 0.0
 
     async def open(self) -> None:
-        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        self._reader, self._writer = await asyncio.open_connection(
+            self.host, self.port, local_addr=self.local_addr
+        )
         self.last_used = time.monotonic()
+
+    def local_address(self) -> str | None:
+        """The address this end of the connection is bound to, while connected."""
+        if self._writer is None:
+            return None
+        name = self._writer.get_extra_info("sockname")
+        return None if name is None else str(name[0])
 
     def close(self) -> None:
         if self._writer is not None:
