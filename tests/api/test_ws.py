@@ -616,9 +616,12 @@ def test_a_client_that_stops_reading_is_closed_1008_as_a_slow_consumer(
     assert [r.getMessage() for r in server_errors] == []
 
 
-def test_a_client_sending_requests_but_not_reading_is_closed_1008_as_a_slow_consumer(
+def test_a_client_sending_requests_but_not_reading_is_dropped_as_a_slow_consumer(
     slow_server: LiveServer, server_errors: list[logging.LogRecord]
 ) -> None:
+    """Dropped and no longer read: the close frame follows what the socket holds, but a
+    socket closed while the client's requests sit unread in it is reset, so the
+    client sees the 1008 close or a reset, whichever its kernel delivers."""
     symbol = fresh_market(slow_server)
     channel = f"ticker:{dashed(symbol)}"
     before = slow_consumer_disconnects(slow_server)
@@ -637,7 +640,9 @@ def test_a_client_sending_requests_but_not_reading_is_closed_1008_as_a_slow_cons
                 break
         else:
             raise AssertionError(f"no slow-consumer disconnect after {MAX_REQUEST_PAIRS} pairs")
-        assert_closed_as_slow_consumer(client)
+        closed = closed_by_server(client)
+        if closed.rcvd is not None:  # the close frame arrived before any reset
+            assert (closed.rcvd.code, closed.rcvd.reason) == (1008, "slow consumer")
     assert slow_consumer_disconnects(slow_server) == before + 1
     assert [r.getMessage() for r in server_errors] == []
 

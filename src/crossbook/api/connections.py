@@ -13,13 +13,14 @@ uvicorn's own (httptools, websockets-sansio) with these additions:
   byte (or of the connection, for the first request), and its body within
   `body_timeout_ms` of its headers; else the connection is closed;
 - throttling (scope extension `THROTTLE`): the app may ask that, once the current
-  answer is sent, nothing more is read from the connection for some seconds, so
-  a client over its rate limit is slowed at the cost of a timer, not of parsing
-  and refusing each of its requests (`middleware`);
-- dropping a WebSocket (scope extension `DROP_WEBSOCKET`): the close frame is
-  queued behind what the socket already holds, what the client sends from then on
-  is discarded unprocessed, and the connection is aborted if the close handshake
-  has not finished within a grace time (`ws`).
+  answer is sent, nothing more is read from the connection for some seconds (at
+  least that long, at most twice: spread, so that one client's many throttled
+  connections do not all resume at once), so a client over its rate limit is
+  slowed at the cost of a timer, not of parsing and refusing each of its
+  requests (`middleware`);
+- dropping a WebSocket (scope extension `DROP_WEBSOCKET`): stop reading at once,
+  queue the close frame behind what the socket already holds, and abort the
+  connection if that has not drained within a grace time (`ws`).
 
 Invariants: every admitted connection is counted once, from `connection_made`
 until `connection_lost` of the protocol that holds it last (an HTTP connection
@@ -35,6 +36,7 @@ by the peer address the server sees: behind a proxy, that is the proxy.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -148,20 +150,20 @@ def guarded_protocols(guard: ConnectionGuard) -> tuple[type[Any], type[Any]]:
                 scope["extensions"][DROP_WEBSOCKET] = self.drop
 
         def drop(self, code: int, reason: str) -> None:
-            """Close now: the close frame goes behind what the socket holds, what the
-            client still sends is discarded unread (so its kernel buffer drains and it
-            gets the close frame, not a reset), and the connection is aborted if the
-            close handshake has not finished within the grace time."""
+            """Close now: nothing more is read (a hostile client's frames would cost a
+            parse each), the close frame goes behind what the socket holds, and the
+            connection is aborted if that has not drained within the grace time. A
+            client that was still sending may see a reset rather than the close frame:
+            closing a socket with unread data resets it."""
             transport = self.transport
             if transport.is_closing():
                 return
+            transport.pause_reading()
             if not self.close_sent:
                 self.conn.send_close(code, reason)
                 transport.write(b"".join(self.conn.data_to_send()))
-                self.close_sent = True  # uvicorn discards messages from here on
-            if self.read_paused:
-                self.read_paused = False
-                transport.resume_reading()
+                self.close_sent = True
+            transport.close()  # once what it holds is sent
             self.loop.call_later(guard.limits.ws_close_grace_ms / 1000, transport.abort)
 
     class GuardedHttp(HttpToolsProtocol):
@@ -243,7 +245,9 @@ def guarded_protocols(guard: ConnectionGuard) -> tuple[type[Any], type[Any]]:
             pause_s, self._pause_after_s = self._pause_after_s, 0.0
             if pause_s > 0 and not self.transport.is_closing():
                 self.flow.pause_reading()
-                self.loop.call_later(pause_s, self._resume)
+                # spread over [pause, 2 × pause): connections throttled together (one
+                # client's) would otherwise all resume, and be answered, at once
+                self.loop.call_later(pause_s * (1 + random.random()), self._resume)
 
         def _resume(self) -> None:
             if not self.transport.is_closing():

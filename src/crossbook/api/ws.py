@@ -40,11 +40,12 @@ handshake); a client may send `ops_burst` messages at once and `ops_per_s`
 after that, each at most `MAX_INBOUND_CHARS` of JSON text (a binary message is
 refused). A connection that would pass a queue bound is a slow consumer and one
 that sends beyond its budget is rate limited: either is dropped at once — its
-queue freed, nothing more queued or answered, what it sends discarded
-unprocessed — and closed 1008 ("slow consumer", "too many messages"): the close
-frame goes behind what the socket already holds and the connection is aborted if
-the close handshake has not finished within `ws_close_grace_ms`
-(`connections.DROP_WEBSOCKET`).
+queue freed, nothing more queued, read or answered — and closed 1008 ("slow
+consumer", "too many messages"): the close frame goes behind what the socket
+already holds and the connection is aborted if that has not drained within
+`ws_close_grace_ms` (`connections.DROP_WEBSOCKET`). A client still sending when
+it is dropped may see a reset instead of the close frame (a socket closed with
+unread data resets).
 Known limits: a book snapshot holds at most `SNAPSHOT_MAX_LEVELS` levels per
 side (diffs cover every level), so a client of a deeper book misses the levels
 beyond it; the byte bounds count a shared message once per connection that
@@ -501,7 +502,7 @@ class StreamHub:
 
     def drop(self, connection: Connection, reason: Drop) -> None:
         """Close the connection at once: its queue is freed, nothing more is queued or
-        answered, and its endpoint closes the socket (`_drop_socket`)."""
+        read, and its endpoint closes the socket (`_drop_socket`)."""
         if connection.drop is not None:
             return
         connection.drop = reason
