@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from crossbook.domain import (
@@ -106,10 +106,19 @@ class RecordingPublisher:
     def __init__(self, store: MemoryStore) -> None:
         self.store = store
         self.events: list[Event] = []
+        self._published = asyncio.Event()
 
     def publish(self, events: Sequence[Event]) -> None:
         assert events[-1].seq <= self.store.committed_seq, "published before commit"
         self.events.extend(events)
+        self._published.set()
+
+    async def until(self, condition: Callable[[list[Event]], bool], timeout_s: float) -> None:
+        """Wait (at most `timeout_s`) until `condition(events published so far)` holds."""
+        async with asyncio.timeout(timeout_s):
+            while not condition(self.events):
+                self._published.clear()
+                await self._published.wait()
 
 
 class FakeClock:

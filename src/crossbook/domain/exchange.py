@@ -215,6 +215,23 @@ class Exchange:
             raise DomainError(ErrorCode.ASSET_NOT_FOUND, f"unknown asset {code}", asset=code)
         return asset
 
+    def next_expiry_ms(self) -> int | None:
+        """When the earliest open GTD order expires (a `Tick` at that time expires it),
+        or None if no open order has an expiry.
+
+        The clock stays the caller's: whoever drives time (the engine loop) schedules a
+        `Tick` for this moment. Index entries of orders closed since they were queued are
+        dropped on the way (they change nothing a command sees).
+        """
+        expiries = self._expiries
+        orders = self.orders
+        while expiries:
+            expire_at_ms, order_id, order = expiries[0]
+            if orders.get(order_id) is order:
+                return expire_at_ms
+            heapq.heappop(expiries)
+        return None
+
     def open_orders(self, user_id: int) -> list[Order]:
         return sorted(
             (o for o in self.orders.values() if o.user_id == user_id), key=lambda o: o.order_id

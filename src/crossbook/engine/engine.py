@@ -15,6 +15,12 @@ batch's callers get `EngineUnavailableError` (nothing of theirs happened;
 retrying with the same client order id is safe); if it does, they get their
 outcomes and the events are published, as for any committed batch.
 
+Time: every batch starts with `Tick(now)`, which expires GTD orders that are
+due. So that an idle engine expires them on time too, one timer (re-armed after
+every batch and after recovery) queues a batch that only ticks when
+`Exchange.next_expiry_ms()` comes; the domain only says when, the loop keeps
+the clock.
+
 Remote-wallet mode (`Funding.WALLET`): a command that arrives with a wallet
 hold and is refused still owes the wallet a void of that hold, so the engine
 executes `VoidHold` right after the refusal, in the same batch: the void
@@ -59,6 +65,9 @@ from crossbook.engine.ports import Clock, Publisher, Store
 log = structlog.get_logger(__name__)
 
 
+EXPIRY_TIMER_MIN_DELAY_MS = 1  # an expiry already due still waits this long: no busy loop
+
+
 class EngineUnavailableError(Exception):
     """The engine cannot take work now (recovering, stopped); retry later."""
 
@@ -89,6 +98,7 @@ class BatchStats:
 
 
 _Pending = tuple[Command, "asyncio.Future[list[Event]]"]
+_WAKE = None  # queued by the expiry timer: a batch that only advances time
 _HOLDING = (PlaceOrder, AmendOrder)  # the commands that may arrive with a wallet hold
 
 
@@ -110,9 +120,11 @@ class Engine:
         self.limits = limits or EngineLimits()
         self._exchange_limits = exchange_limits
         self._exchange = Exchange(exchange_limits, funding)
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(self.limits.queue_capacity)
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue(self.limits.queue_capacity)
         self._available = False
         self._task: asyncio.Task[None] | None = None
+        self._expiry_timer: asyncio.TimerHandle | None = None  # one at a time
+        self._expiry_due_ms: int | None = None  # what the timer is armed for
         self.last_batch = BatchStats()
         self._committed_counters: dict[str, int] = {}
         self._on_batch = on_batch  # metrics: called after every committed batch
@@ -124,10 +136,12 @@ class Engine:
         assert self._task is None, "engine already started"
         await self._recover_once()
         self._task = asyncio.create_task(self._run(), name="crossbook-engine")
+        self._arm_expiry_timer()
 
     async def stop(self) -> None:
         """Stop taking work, finish nothing new, fail whatever is still queued."""
         self._available = False
+        self._disarm_expiry_timer()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -167,10 +181,14 @@ class Engine:
         batch: list[_Pending] = []
         try:
             while True:
-                batch = [await self._queue.get()]
+                first = await self._queue.get()
+                batch = [] if first is _WAKE else [first]
                 while len(batch) < self.limits.batch_max_commands and not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
+                    pending = self._queue.get_nowait()
+                    if pending is not _WAKE:
+                        batch.append(pending)
                 await self._process(batch)
+                self._arm_expiry_timer()
         except BaseException:
             # cancelled, or a broken invariant: take no more work and leave no caller waiting
             self._available = False
@@ -265,6 +283,37 @@ class Engine:
 
     def _fail_queued(self) -> None:
         while not self._queue.empty():
-            _, future = self._queue.get_nowait()
-            if not future.done():
-                future.set_exception(EngineUnavailableError("engine is recovering; retry"))
+            pending = self._queue.get_nowait()
+            if pending is not _WAKE and not pending[1].done():
+                pending[1].set_exception(EngineUnavailableError("engine is recovering; retry"))
+
+    # -- time: GTD expiries on an idle engine ----------------------------------------
+
+    def _arm_expiry_timer(self) -> None:
+        """Wake the loop when the next GTD order is due, even if no command arrives.
+
+        One timer at a time, re-armed after every batch and after recovery: it queues a
+        batch that only ticks (`Tick(now)` starts every batch), which expires the order.
+        """
+        due_ms = self._exchange.next_expiry_ms()
+        if due_ms == self._expiry_due_ms and self._expiry_timer is not None:
+            return
+        self._disarm_expiry_timer()
+        if due_ms is None:
+            return
+        delay_ms = max(due_ms - self._clock.now_ms(), EXPIRY_TIMER_MIN_DELAY_MS)
+        self._expiry_due_ms = due_ms
+        self._expiry_timer = asyncio.get_running_loop().call_later(
+            delay_ms / 1000, self._wake_for_expiry
+        )
+
+    def _disarm_expiry_timer(self) -> None:
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        self._expiry_timer = self._expiry_due_ms = None
+
+    def _wake_for_expiry(self) -> None:
+        self._expiry_timer = self._expiry_due_ms = None
+        if self._available:  # a recovery re-arms the timer when it ends
+            with contextlib.suppress(asyncio.QueueFull):  # a full queue ticks soon anyway
+                self._queue.put_nowait(_WAKE)
