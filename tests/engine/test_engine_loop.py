@@ -108,8 +108,9 @@ def test_failed_commit_answers_unavailable_and_recovers_the_committed_state() ->
         await engine.submit(limit(1, Side.SELL, 5_000_000, 100_000, client_order_id="s1"))
         before = engine.exchange.state_digest()
         store.fail_next_commits = 1
-        with pytest.raises(EngineUnavailableError):
+        with pytest.raises(EngineUnavailableError) as raised:
             await engine.submit(limit(2, Side.BUY, 5_000_000, 100_000, client_order_id="b1"))
+        assert raised.value.committed is False  # the store's truth: nothing was written
         assert engine.available
         assert engine.exchange.state_digest() == before  # the failed batch left no trace
         assert not store.trades
