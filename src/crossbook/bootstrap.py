@@ -106,7 +106,11 @@ async def open_runtime(
     settings: Settings, *, demo: bool = False, metrics: ApiMetrics | None = None
 ) -> AsyncIterator[Runtime]:
     metrics = metrics or ApiMetrics()
-    store = await SqlStore.open(settings.database_url)
+    store = await SqlStore.open(
+        settings.database_url,
+        commit_deadline_ms=settings.commit_deadline_ms,
+        read_timeout_ms=settings.database_read_timeout_ms,
+    )
     try:
         relay = _Relay()
         engine = Engine(
@@ -115,6 +119,8 @@ async def open_runtime(
             limits=EngineLimits(
                 queue_capacity=settings.queue_capacity,
                 batch_max_commands=settings.batch_max_commands,
+                commit_deadline_ms=settings.commit_deadline_ms,
+                outcome_wait_ms=settings.commit_outcome_wait_ms,
             ),
             exchange_limits=ExchangeLimits(
                 max_open_orders_per_user=settings.max_open_orders_per_user,

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     queue_capacity: int = Field(20_000, gt=0)
     max_open_orders_per_user: int = Field(1_000, gt=0)
     max_fills_per_order: int = Field(10_000, gt=0)
+    commit_deadline_ms: int = Field(1_000, gt=0)  # a commit not done by then fails its batch
+    commit_outcome_wait_ms: int = Field(1_000, gt=0)  # then callers hear within this
+    database_read_timeout_ms: int = Field(5_000, gt=0)  # a read that has not answered fails
 
     # gateway
     order_rate_per_s: float = Field(50.0, gt=0)  # per user, token bucket refill (not money)

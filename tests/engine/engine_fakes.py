@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from crossbook.domain import (
@@ -23,6 +23,7 @@ from crossbook.domain import (
     Side,
 )
 from crossbook.engine.batch import CommitBatch
+from crossbook.engine.ports import StoreUnavailableError
 
 OPEN = {OrderStatus.OPEN.value, OrderStatus.PARTIALLY_FILLED.value}
 
@@ -52,12 +53,18 @@ class MemoryStore:
         self.events: list[Event] = []
         self.counters: dict[str, int] | None = None
         self.commits = 0
-        self.fail_next_commits = 0
+        self.fail_next_commits = 0  # raise, outcome unknown to the engine (nothing written)
+        self.refuse_next_commits = 0  # raise StoreUnavailableError(committed=False)
         self.lose_next_replies = 0  # commit, then raise as if the reply was lost
         self.gate: asyncio.Event | None = None  # when set up, commits wait for it
+        self.load_gate: asyncio.Event | None = None  # when set up, load_state waits for it
         self.commit_entered = asyncio.Event()
+        self.loads = 0
 
     async def load_state(self) -> dict[str, Any] | None:
+        self.loads += 1
+        if self.load_gate is not None:
+            await self.load_gate.wait()
         if self.counters is None:
             return None
         return copy.deepcopy(
@@ -78,6 +85,9 @@ class MemoryStore:
         if self.fail_next_commits:
             self.fail_next_commits -= 1
             raise ConnectionError("database went away")
+        if self.refuse_next_commits:
+            self.refuse_next_commits -= 1
+            raise StoreUnavailableError("the write lock stayed taken", committed=False)
         self.assets.update(batch.assets)
         for row in batch.markets:
             self.markets[row["symbol"]] = self.markets.get(row["symbol"], {}) | dict(row)
@@ -106,10 +116,19 @@ class RecordingPublisher:
     def __init__(self, store: MemoryStore) -> None:
         self.store = store
         self.events: list[Event] = []
+        self._published = asyncio.Event()
 
     def publish(self, events: Sequence[Event]) -> None:
         assert events[-1].seq <= self.store.committed_seq, "published before commit"
         self.events.extend(events)
+        self._published.set()
+
+    async def until(self, condition: Callable[[list[Event]], bool], timeout_s: float) -> None:
+        """Wait (at most `timeout_s`) until `condition(events published so far)` holds."""
+        async with asyncio.timeout(timeout_s):
+            while not condition(self.events):
+                self._published.clear()
+                await self._published.wait()
 
 
 class FakeClock:

@@ -9,9 +9,13 @@ import pytest
 from engine_fakes import SETUP, FakeClock, MemoryStore, RecordingPublisher, limit
 
 from crossbook.domain import (
+    CloseReason,
     DomainError,
     ErrorCode,
+    Event,
+    OrderAccepted,
     OrderType,
+    OrderUpdated,
     PlaceOrder,
     Side,
     TimeInForce,
@@ -104,8 +108,9 @@ def test_failed_commit_answers_unavailable_and_recovers_the_committed_state() ->
         await engine.submit(limit(1, Side.SELL, 5_000_000, 100_000, client_order_id="s1"))
         before = engine.exchange.state_digest()
         store.fail_next_commits = 1
-        with pytest.raises(EngineUnavailableError):
+        with pytest.raises(EngineUnavailableError) as raised:
             await engine.submit(limit(2, Side.BUY, 5_000_000, 100_000, client_order_id="b1"))
+        assert raised.value.committed is False  # the store's truth: nothing was written
         assert engine.available
         assert engine.exchange.state_digest() == before  # the failed batch left no trace
         assert not store.trades
@@ -211,3 +216,78 @@ def test_a_batch_of_refusals_still_commits_the_clock() -> None:
             await engine.stop()
 
     asyncio.run(main())
+
+
+WAIT_S = 5.0  # a generous bound on what must happen "soon"
+
+
+def expired(order_id: int) -> Callable[[list[Event]], bool]:
+    return lambda events: any(
+        isinstance(e, OrderUpdated)
+        and e.order_id == order_id
+        and e.reason is CloseReason.GTD_EXPIRED
+        for e in events
+    )
+
+
+def gtd_sell(expire_at_ms: int) -> PlaceOrder:
+    return limit(
+        1, Side.SELL, 5_000_000, 10, time_in_force=TimeInForce.GTD, expire_at_ms=expire_at_ms
+    )
+
+
+def test_a_gtd_order_expires_at_its_time_on_an_idle_engine() -> None:
+    """No command arrives after the order: the engine's own timer ticks at its expiry."""
+    clock = FakeClock(1_000)
+
+    async def main() -> None:
+        store = MemoryStore()
+        publisher = RecordingPublisher(store)
+        engine = Engine(store, publisher, clock)
+        await engine.start()
+        try:
+            for command in SETUP:
+                await engine.submit(command)
+            events = await engine.submit(gtd_sell(1_050))
+            (order_id,) = [e.order_id for e in events if isinstance(e, OrderAccepted)]
+            clock.now = 1_050  # time passes, nobody trades
+            await publisher.until(expired(order_id), WAIT_S)
+            assert store.orders[order_id]["status"] == "expired"  # committed, then published
+            assert store.counters is not None and store.counters["now_ms"] == 1_050
+            assert engine.exchange.orders == {}
+        finally:
+            await engine.stop()
+
+    asyncio.run(main())
+
+
+def test_a_gtd_order_due_while_the_engine_was_down_expires_after_the_restart() -> None:
+    store = MemoryStore()
+    clock = FakeClock(1_000)
+    placed: list[int] = []
+
+    async def first_life() -> None:
+        engine = Engine(store, RecordingPublisher(store), clock)
+        await engine.start()
+        try:
+            for command in SETUP:
+                await engine.submit(command)
+            events = await engine.submit(gtd_sell(1_050))
+            placed.extend(e.order_id for e in events if isinstance(e, OrderAccepted))
+        finally:
+            await engine.stop()
+
+    async def second_life() -> None:
+        publisher = RecordingPublisher(store)
+        engine = Engine(store, publisher, clock)
+        await engine.start()  # recovers the open GTD order; no command follows
+        try:
+            await publisher.until(expired(placed[0]), WAIT_S)
+            assert engine.exchange.orders == {}
+        finally:
+            await engine.stop()
+
+    asyncio.run(first_life())
+    clock.now = 2_000
+    asyncio.run(second_life())
+    assert store.orders[placed[0]]["status"] == "expired"

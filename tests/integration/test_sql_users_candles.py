@@ -20,7 +20,7 @@ import pytest
 from sql_store_support import BTC_USDT, ETH_BTC, Driver
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 
 from crossbook.adapters.sql import MAX_QUERY_LIMIT, Candle, SqlStore, StoredUser, StoreError
 from crossbook.adapters.sql import store as store_module
@@ -36,6 +36,7 @@ from crossbook.domain import (
     Tick,
     TradeExecuted,
 )
+from crossbook.engine.ports import StoreUnavailableError
 
 MINUTE_MS = 60_000
 SELLER, BUYER = 1, 2
@@ -382,7 +383,7 @@ def test_ping_raises_once_the_database_is_gone(postgres_databases: Any) -> None:
                 await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
             finally:
                 await admin.close()
-            with pytest.raises(DBAPIError):
+            with pytest.raises(StoreUnavailableError):
                 await store.ping()
 
     asyncio.run(scenario())

@@ -555,13 +555,15 @@ class ReferenceExchange:
         """`taker` trades against the book, then rests or closes.
 
         FOK: all of it now or nothing (an STP stop counts as not all): expired
-        unfilled_fok, with no trades and no STP cancels. Otherwise every step is
-        applied; the order then closes filled / cancelled by STP / expired (market:
-        no_liquidity, IOC: unfilled_ioc, fill limit: fill_limit), or rests.
+        unfilled_fok (fill_limit if the step limit cut the walk), with no trades and
+        no STP cancels. Otherwise every step is applied; the order then closes filled /
+        cancelled by STP / expired (the step limit cut it, whatever its type:
+        fill_limit; market: no_liquidity; IOC: unfilled_ioc), or rests.
         """
         walk = self._walk(market, taker)
         if taker.tif is TimeInForce.FOK and (walk.filled < taker.remaining or walk.stopped_by_stp):
-            self._close(taker, OrderStatus.EXPIRED, CloseReason.UNFILLED_FOK)
+            reason = CloseReason.FILL_LIMIT if walk.step_limit_hit else CloseReason.UNFILLED_FOK
+            self._close(taker, OrderStatus.EXPIRED, reason)
             return
         for maker, lots in walk.steps:
             if lots:
@@ -576,12 +578,12 @@ class ReferenceExchange:
             self._close(taker, OrderStatus.FILLED, CloseReason.FILLED)
         elif walk.stopped_by_stp:
             self._close(taker, OrderStatus.CANCELLED, CloseReason.SELF_TRADE_PREVENTION)
+        elif walk.step_limit_hit:
+            self._close(taker, OrderStatus.EXPIRED, CloseReason.FILL_LIMIT)
         elif taker.price == 0:
             self._close(taker, OrderStatus.EXPIRED, CloseReason.NO_LIQUIDITY)
         elif taker.tif is TimeInForce.IOC:
             self._close(taker, OrderStatus.EXPIRED, CloseReason.UNFILLED_IOC)
-        elif walk.step_limit_hit:
-            self._close(taker, OrderStatus.EXPIRED, CloseReason.FILL_LIMIT)
         else:
             self._rest(market, taker)
 

@@ -1,6 +1,17 @@
 """Price-time priority matching for limit and market orders."""
 
-from crossbook.domain import CloseReason, ErrorCode, ExchangeLimits, OrderStatus, OrderType
+from typing import Any
+
+import pytest
+
+from crossbook.domain import (
+    CloseReason,
+    ErrorCode,
+    ExchangeLimits,
+    OrderStatus,
+    OrderType,
+    TimeInForce,
+)
 
 from unit_support import Harness, accepted_id, funded, last_update, trades
 
@@ -118,3 +129,43 @@ def test_fill_limit_expires_a_crossing_remainder_instead_of_resting_it() -> None
     update = last_update(events, accepted_id(events))
     assert (update.status, update.reason) == (OrderStatus.EXPIRED, CloseReason.FILL_LIMIT)
     assert h.book()["bids"] == []
+
+
+@pytest.mark.parametrize(
+    ("side", "quantity", "price", "extra", "filled"),
+    [
+        pytest.param("buy", "3", None, {}, "2.00000", id="market-buy-by-quantity"),
+        pytest.param("sell", "3", None, {}, "2.00000", id="market-sell"),
+        pytest.param(
+            "buy",
+            None,
+            None,
+            {"quote": "200000", "order_type": OrderType.MARKET},
+            "2.00000",
+            id="market-buy-by-quote-budget",
+        ),
+        pytest.param("buy", "3", "50000", {"tif": TimeInForce.IOC}, "2.00000", id="ioc-limit"),
+        pytest.param("buy", "3", "50000", {"tif": TimeInForce.FOK}, "0.00000", id="fok-limit"),
+        pytest.param(
+            "buy",
+            "3",
+            None,
+            {"tif": TimeInForce.FOK, "order_type": OrderType.MARKET},
+            "0.00000",
+            id="fok-market",
+        ),
+    ],
+)
+def test_every_order_the_match_step_limit_cuts_closes_fill_limit(
+    side: str, quantity: str | None, price: str | None, extra: dict[str, Any], filled: str
+) -> None:
+    """Liquidity remains after the second step: the limit, not the book, stopped the order."""
+    h = funded(limits=ExchangeLimits(max_fills_per_order=2))
+    maker_side, maker_price = ("sell", "50000") if side == "buy" else ("buy", "50000")
+    for _ in range(3):
+        h.submit(1, maker_side, "1", maker_price)
+    events = h.submit(2, side, quantity, price, **extra)
+    update = last_update(events, accepted_id(events))
+    assert (update.status, update.reason) == (OrderStatus.EXPIRED, CloseReason.FILL_LIMIT)
+    assert h.spec().format_quantity(update.filled_lots) == filled
+    assert len(h.ex.orders) == 3 - len(trades(events))  # the makers left, none of the taker

@@ -114,3 +114,18 @@ def test_post_only_needs_a_resting_time_in_force() -> None:
     h.reject(
         h.place(1, "buy", "1", post_only=True, order_type=OrderType.MARKET), ErrorCode.INVALID_ORDER
     )
+
+
+def test_next_expiry_is_the_earliest_open_gtd_order_and_skips_closed_ones() -> None:
+    h = funded((1, 2, 3))
+    h.run(Tick(1_000))
+    assert h.ex.next_expiry_ms() is None
+    first = accepted_id(h.submit(1, "buy", "1", "49000", tif=TimeInForce.GTD, expire_at_ms=2_000))
+    h.submit(1, "buy", "1", "49001", tif=TimeInForce.GTD, expire_at_ms=3_000)
+    h.submit(1, "buy", "1", "49002")  # GTC: never expires
+    assert h.ex.next_expiry_ms() == 2_000
+    h.run(CancelOrder(1, first))
+    assert h.ex.next_expiry_ms() == 3_000  # the cancelled order's entry is stale
+    h.submit(2, "sell", "1", "49001")  # fills the GTD bid at 49001 (after 49002)
+    h.submit(2, "sell", "1", "49001")
+    assert h.ex.next_expiry_ms() is None  # filled, so nothing is left to expire

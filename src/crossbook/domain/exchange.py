@@ -9,7 +9,9 @@ Flow of a placed order (the parent functions here own the control flow; the
 leaves in `validation`, `matching`, `fees`, `ledger` and `book` compute):
 validate → build → pre-checks (stop trigger, post-only, FOK/market-buy plan) →
 reserve worst-case funds → accept → match (plan, then apply: settle each fill
-from locked funds) → rest, or close with a reason → fire triggered stops.
+from locked funds) → rest, or close with a reason → fire triggered stops. A
+taker cut by the match-step limit (`ExchangeLimits.max_fills_per_order`) closes
+`fill_limit` whatever its type (limit, market, IOC, FOK, quote budget).
 
 Invariants kept here (and checked in `invariants`):
 - `orders` holds exactly the open orders: resting in a book, or waiting stops;
@@ -212,6 +214,23 @@ class Exchange:
         if asset is None:
             raise DomainError(ErrorCode.ASSET_NOT_FOUND, f"unknown asset {code}", asset=code)
         return asset
+
+    def next_expiry_ms(self) -> int | None:
+        """When the earliest open GTD order expires (a `Tick` at that time expires it),
+        or None if no open order has an expiry.
+
+        The clock stays the caller's: whoever drives time (the engine loop) schedules a
+        `Tick` for this moment. Index entries of orders closed since they were queued are
+        dropped on the way (they change nothing a command sees).
+        """
+        expiries = self._expiries
+        orders = self.orders
+        while expiries:
+            expire_at_ms, order_id, order = expiries[0]
+            if orders.get(order_id) is order:
+                return expire_at_ms
+            heapq.heappop(expiries)
+        return None
 
     def open_orders(self, user_id: int) -> list[Order]:
         return sorted(
@@ -447,7 +466,8 @@ class Exchange:
         if order.time_in_force is _FOK and (
             plan.filled_lots < order.remaining_lots or plan.stp_stops_taker
         ):
-            self._close(market, order, _EXPIRED, CloseReason.UNFILLED_FOK)
+            unfilled = CloseReason.FILL_LIMIT if plan.limit_hit else CloseReason.UNFILLED_FOK
+            self._close(market, order, _EXPIRED, unfilled)
             return
         for maker, lots in plan.steps:
             if lots:
@@ -469,7 +489,12 @@ class Exchange:
             self._rest(market, order, emit=bool(plan.steps))
 
     def _taker_close_reason(self, order: Order, plan: MatchPlan) -> CloseReason | None:
-        """Why the taker closes after its plan, or None if it rests in the book."""
+        """Why the taker closes after its plan, or None if it rests in the book.
+
+        An order the match-step limit cut (`ExchangeLimits.max_fills_per_order`) closes
+        `fill_limit` whatever its type and time in force: liquidity remained, so neither
+        `no_liquidity` nor `unfilled_ioc` would be true.
+        """
         if order.quote_budget_units:
             exhausted = plan.exhausted_budget and order.filled_lots > 0
             if exhausted:
@@ -478,12 +503,12 @@ class Exchange:
             return _FILLED_REASON
         if plan.stp_stops_taker:
             return _SELF_TRADE_PREVENTION
+        if plan.limit_hit:
+            return CloseReason.FILL_LIMIT
         if order.price_ticks == 0:
             return CloseReason.NO_LIQUIDITY
         if order.time_in_force is _IOC:
             return CloseReason.UNFILLED_IOC
-        if plan.limit_hit:
-            return CloseReason.FILL_LIMIT
         return None
 
     def _plan(self, market: Market, order: Order) -> MatchPlan:

@@ -6,14 +6,31 @@ time once (`Tick`), executes them in order, and hands every change to the store
 in ONE transaction. Only after that commit does it resolve the callers and
 publish the events. So nothing leaves the engine before it is durable.
 
-Failure: if a commit fails, the engine stops taking work, throws its in-memory
-state away and recovers from the store, which holds the committed truth, then
-resumes. Whether the failed batch committed is read from that truth (a commit
-can succeed and only its reply be lost, e.g. the connection dying during
-COMMIT): if the store's sequence does not reach the batch's last event, the
-batch's callers get `EngineUnavailableError` (nothing of theirs happened;
-retrying with the same client order id is safe); if it does, they get their
-outcomes and the events are published, as for any committed batch.
+Failure: if a commit fails, or has not ended `commit_deadline_ms` after it
+started (a stalled or unreachable database), the batch counts as failed: the
+engine stops taking work (`available` is False, so `/ready` says not ready),
+throws its in-memory state away and recovers from the store, which holds the
+committed truth, then resumes on its own once the store can take commits again
+(recovery retries every `recovery_retry_ms`). The batch's callers hear within
+`outcome_wait_ms` of the failure (or of the deadline):
+- `EngineUnavailableError(committed=False)` when nothing of theirs happened:
+  the store said so (`StoreUnavailableError(committed=False)`: it failed before
+  COMMIT), or its truth shows it (the sequence does not reach the batch's last
+  event); retrying with the same client order id is safe;
+- their outcomes, when the attempt ended well after all or the truth shows the
+  batch committed (a commit can succeed and only its reply be lost);
+- `EngineUnavailableError(committed=None)` when neither is known yet (the
+  database is down or stalled): the outcome is unknown.
+The truth is read only after the attempt has ended (its COMMIT may still land);
+a batch found committed has its events published before any new work, even if
+its callers were already told "unknown". Never "nothing was done" unless the
+store says so.
+
+Time: every batch starts with `Tick(now)`, which expires GTD orders that are
+due. So that an idle engine expires them on time too, one timer (re-armed after
+every batch and after recovery) queues a batch that only ticks when
+`Exchange.next_expiry_ms()` comes; the domain only says when, the loop keeps
+the clock.
 
 Remote-wallet mode (`Funding.WALLET`): a command that arrives with a wallet
 hold and is refused still owes the wallet a void of that hold, so the engine
@@ -22,10 +39,14 @@ commits (into the settlement outbox) before the caller hears of the refusal.
 
 Invariants and limits:
 - only the loop task touches the exchange; `submit` never does;
+- at most one commit is in flight (a failed one is waited for, never raced);
 - the queue holds at most `queue_capacity` commands: beyond that `submit`
   refuses at once with `EngineOverloadedError` (memory never grows unbounded);
 - after every batch the cheap invariants run; after recovery all of them do.
-  A broken invariant stops the engine: it is a bug, not a condition to survive.
+  A broken invariant stops the engine: it is a bug, not a condition to survive;
+- known limits: an attempt that never ends (a store without a deadline of its
+  own) keeps the engine unavailable, since the truth cannot be read before it
+  ends; a step of the wall clock moves the expiry timer at the next batch.
 """
 
 from __future__ import annotations
@@ -53,14 +74,32 @@ from crossbook.domain import (
 )
 from crossbook.domain.invariants import check_all, check_cheap
 from crossbook.domain.snapshot import restore
-from crossbook.engine.batch import BatchBuilder
-from crossbook.engine.ports import Clock, Publisher, Store
+from crossbook.engine.batch import BatchBuilder, CommitBatch
+from crossbook.engine.ports import Clock, Publisher, Store, StoreUnavailableError
 
 log = structlog.get_logger(__name__)
 
 
+EXPIRY_TIMER_MIN_DELAY_MS = 1  # an expiry already due still waits this long: no busy loop
+
+
 class EngineUnavailableError(Exception):
-    """The engine cannot take work now (recovering, stopped); retry later."""
+    """The engine did not do the command, or cannot tell yet whether it did.
+
+    `committed` is False when nothing of the command happened (the engine was not
+    taking work, or its batch is known not to have committed): retrying with the same
+    client order id is safe. It is None when the outcome is unknown (the commit failed
+    or stalled and the store's truth could not be read in time): the command may have
+    taken effect, so look it up (by client order id) before retrying.
+    """
+
+    def __init__(self, message: str, *, committed: bool | None = False) -> None:
+        super().__init__(message)
+        self.committed = committed
+
+    @property
+    def outcome_unknown(self) -> bool:
+        return self.committed is None
 
 
 class EngineOverloadedError(Exception):
@@ -72,6 +111,8 @@ class EngineLimits:
     queue_capacity: int = 20_000
     batch_max_commands: int = 2_000
     recovery_retry_ms: int = 500
+    commit_deadline_ms: int = 1_000  # a commit not done by then fails its batch
+    outcome_wait_ms: int = 1_000  # then callers wait this long at most for the outcome
 
 
 class SystemClock:
@@ -89,6 +130,7 @@ class BatchStats:
 
 
 _Pending = tuple[Command, "asyncio.Future[list[Event]]"]
+_WAKE = None  # queued by the expiry timer: a batch that only advances time
 _HOLDING = (PlaceOrder, AmendOrder)  # the commands that may arrive with a wallet hold
 
 
@@ -110,9 +152,14 @@ class Engine:
         self.limits = limits or EngineLimits()
         self._exchange_limits = exchange_limits
         self._exchange = Exchange(exchange_limits, funding)
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(self.limits.queue_capacity)
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue(self.limits.queue_capacity)
         self._available = False
         self._task: asyncio.Task[None] | None = None
+        self._expiry_timer: asyncio.TimerHandle | None = None  # one at a time
+        self._expiry_due_ms: int | None = None  # what the timer is armed for
+        self._commit_started_s: float | None = None  # monotonic, while a commit runs
+        self._unknown_timer: asyncio.TimerHandle | None = None  # a failed batch's answer bound
+        self._outcome_pending = False  # a batch is in its commit and its callers unanswered
         self.last_batch = BatchStats()
         self._committed_counters: dict[str, int] = {}
         self._on_batch = on_batch  # metrics: called after every committed batch
@@ -123,11 +170,15 @@ class Engine:
     async def start(self) -> None:
         assert self._task is None, "engine already started"
         await self._recover_once()
+        self._available = True
         self._task = asyncio.create_task(self._run(), name="crossbook-engine")
+        self._arm_expiry_timer()
 
     async def stop(self) -> None:
-        """Stop taking work, finish nothing new, fail whatever is still queued."""
+        """Stop taking work, finish nothing new, fail whatever is still queued (a commit
+        in flight is cancelled: its callers hear that its outcome is unknown)."""
         self._available = False
+        self._disarm_expiry_timer()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -137,7 +188,15 @@ class Engine:
 
     @property
     def available(self) -> bool:
+        """Takes work: False while recovering or stopped, and from the moment a commit
+        overruns `commit_deadline_ms` until the store can take commits again."""
         return self._available
+
+    @property
+    def commit_running_ms(self) -> float:
+        """How long the commit in flight has been running (0 when none is)."""
+        started = self._commit_started_s
+        return 0.0 if started is None else (time.monotonic() - started) * 1000
 
     @property
     def queue_depth(self) -> int:
@@ -167,16 +226,23 @@ class Engine:
         batch: list[_Pending] = []
         try:
             while True:
-                batch = [await self._queue.get()]
+                first = await self._queue.get()
+                batch = [] if first is _WAKE else [first]
                 while len(batch) < self.limits.batch_max_commands and not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
+                    pending = self._queue.get_nowait()
+                    if pending is not _WAKE:
+                        batch.append(pending)
                 await self._process(batch)
+                self._arm_expiry_timer()
         except BaseException:
             # cancelled, or a broken invariant: take no more work and leave no caller waiting
             self._available = False
+            committed = None if self._outcome_pending else False
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(EngineUnavailableError("engine stopped"))
+                    future.set_exception(
+                        EngineUnavailableError("engine stopped", committed=committed)
+                    )
             self._fail_queued()
             raise
 
@@ -200,23 +266,10 @@ class Engine:
         check_cheap(exchange, {getattr(e, "symbol", "") for e in builder.events} - {""})
         commit = builder.build(exchange)
         started = time.perf_counter()
-        try:
-            # a batch of refusals still moves the clock: commit whenever anything changed
-            if not commit.is_empty or commit.counters != self._committed_counters:
-                await self._store.commit(commit)
-                self._committed_counters = commit.counters
-        except Exception:
-            log.exception("commit failed; recovering from the store", commands=len(batch))
-            self._available = False
-            await self._recover()
-            if commit.events and self._committed_counters["seq"] < commit.events[-1].seq:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(EngineUnavailableError("commit failed; retry"))
-                return
-            # the commit happened and only its reply was lost (or the batch held no
-            # change): the store says so, so the outcomes stand and the events go out
-            log.warning("the failed commit had committed; answering its callers")
+        # a batch of refusals still moves the clock: commit whenever anything changed
+        changed = not commit.is_empty or commit.counters != self._committed_counters
+        if changed and not await self._commit(batch, outcomes, commit):
+            return
         self.last_batch = BatchStats(
             len(batch), len(commit.events), (time.perf_counter() - started) * 1000
         )
@@ -225,11 +278,117 @@ class Engine:
         self._answer(batch, outcomes)
         if commit.events:
             self._publisher.publish(commit.events)
+        self._available = True  # again, if the commit failed and had committed after all
+
+    async def _commit(
+        self, batch: list[_Pending], outcomes: list[list[Event] | DomainError], commit: CommitBatch
+    ) -> bool:
+        """Commit `commit`: True if it committed (the caller answers and publishes).
+        Otherwise its callers were refused and the engine recovered from the store.
+
+        Should the commit not end by `commit_deadline_ms`, a timer fails the batch
+        meanwhile (`_begin_failure`); the loop still waits for the commit to end, since
+        only then can the store's truth about it be read.
+        """
+        loop = asyncio.get_running_loop()
+        self._outcome_pending = True
+        self._commit_started_s = time.monotonic()
+        overdue = loop.call_later(
+            self.limits.commit_deadline_ms / 1000, self._commit_overdue, batch, outcomes, commit
+        )
+        try:
+            await self._store.commit(commit)
+        except Exception as error:
+            overdue.cancel()
+            self._commit_started_s = None
+            committed = await self._settle_failed_commit(batch, outcomes, commit, error)
+        else:
+            overdue.cancel()
+            if self._unknown_timer is not None:
+                log.warning("the overdue commit landed; answering its callers")
+            self._committed_counters = commit.counters
+            committed = True
+        finally:
+            self._commit_started_s = None
+            if self._unknown_timer is not None:
+                self._unknown_timer.cancel()
+                self._unknown_timer = None
+        self._outcome_pending = False
+        return committed
+
+    def _commit_overdue(
+        self, batch: list[_Pending], outcomes: list[list[Event] | DomainError], commit: CommitBatch
+    ) -> None:
+        log.error(
+            "commit overran its deadline; taking no work until it ends and the store recovers",
+            deadline_ms=self.limits.commit_deadline_ms,
+            commands=len(batch),
+        )
+        self._begin_failure(batch, outcomes, commit)
+
+    def _begin_failure(
+        self, batch: list[_Pending], outcomes: list[list[Event] | DomainError], commit: CommitBatch
+    ) -> None:
+        """The batch failed (or overran): take no more work, and make sure its callers
+        hear within `outcome_wait_ms`, as "outcome unknown" if nothing better is known."""
+        if self._unknown_timer is not None:  # already begun, at the deadline
+            return
+        self._available = False
+        self._fail_queued()
+        if not commit.events:  # only the clock moved: the outcomes stand either way
+            self._answer(batch, outcomes)
+        self._unknown_timer = asyncio.get_running_loop().call_later(
+            self.limits.outcome_wait_ms / 1000, self._refuse, batch, None
+        )
+
+    async def _settle_failed_commit(
+        self,
+        batch: list[_Pending],
+        outcomes: list[list[Event] | DomainError],
+        commit: CommitBatch,
+        error: Exception,
+    ) -> bool:
+        """The commit raised: recover, and say whether it had committed all the same.
+
+        Known at once when the store says nothing was written
+        (`StoreUnavailableError(committed=False)`); otherwise from the store's truth once
+        recovery has read it. Callers still waiting when `outcome_wait_ms` runs out are
+        told the outcome is unknown; a batch found committed is published all the same,
+        before any new work.
+        """
+        self._begin_failure(batch, outcomes, commit)
+        log.error("commit failed; recovering from the store", exc_info=error)
+        known_uncommitted = isinstance(error, StoreUnavailableError) and error.committed is False
+        if known_uncommitted:
+            self._refuse(batch, False)  # the store knows nothing was written
+        await self._recover()
+        if commit.events and self._committed_counters["seq"] < commit.events[-1].seq:
+            self._refuse(batch, False)
+            self._available = True
+            return False
+        # the commit happened and only its reply was lost: the store says so, so the
+        # outcomes stand (for callers still waiting) and the events go out
+        if known_uncommitted:
+            log.error("the store said the batch did not commit, but its truth has it")
+        log.warning("the failed commit had committed; answering its callers")
+        return True
+
+    @staticmethod
+    def _refuse(batch: list[_Pending], committed: bool | None) -> None:
+        """Fail the batch's callers that are still waiting, saying what is known."""
+        message = (
+            "the commit failed; nothing was done, retry"
+            if committed is False
+            else "the commit's outcome is unknown: look the order up before retrying"
+        )
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(EngineUnavailableError(message, committed=committed))
 
     @staticmethod
     def _answer(batch: list[_Pending], outcomes: list[list[Event] | DomainError]) -> None:
         for (_, future), outcome in zip(batch, outcomes, strict=True):
-            if future.done():  # the caller went away
+            if future.done():  # the caller went away, or was already told
                 continue
             if isinstance(outcome, DomainError):
                 future.set_exception(outcome)
@@ -239,7 +398,7 @@ class Engine:
     # -- recovery ---------------------------------------------------------------
 
     async def _recover(self) -> None:
-        """Rebuild from the store, retrying until it answers; then resume taking work."""
+        """Rebuild from the store, retrying until it answers (taking no work meanwhile)."""
         self._fail_queued()
         while True:
             try:
@@ -260,11 +419,41 @@ class Engine:
         self._exchange = exchange
         self._committed_counters = exchange.counters()
         self.recoveries += 1
-        self._available = True
         log.info("engine ready", open_orders=len(exchange.orders), seq=exchange.seq)
 
     def _fail_queued(self) -> None:
         while not self._queue.empty():
-            _, future = self._queue.get_nowait()
-            if not future.done():
-                future.set_exception(EngineUnavailableError("engine is recovering; retry"))
+            pending = self._queue.get_nowait()
+            if pending is not _WAKE and not pending[1].done():
+                pending[1].set_exception(EngineUnavailableError("engine is recovering; retry"))
+
+    # -- time: GTD expiries on an idle engine ----------------------------------------
+
+    def _arm_expiry_timer(self) -> None:
+        """Wake the loop when the next GTD order is due, even if no command arrives.
+
+        One timer at a time, re-armed after every batch and after recovery: it queues a
+        batch that only ticks (`Tick(now)` starts every batch), which expires the order.
+        """
+        due_ms = self._exchange.next_expiry_ms()
+        if due_ms == self._expiry_due_ms and self._expiry_timer is not None:
+            return
+        self._disarm_expiry_timer()
+        if due_ms is None:
+            return
+        delay_ms = max(due_ms - self._clock.now_ms(), EXPIRY_TIMER_MIN_DELAY_MS)
+        self._expiry_due_ms = due_ms
+        self._expiry_timer = asyncio.get_running_loop().call_later(
+            delay_ms / 1000, self._wake_for_expiry
+        )
+
+    def _disarm_expiry_timer(self) -> None:
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        self._expiry_timer = self._expiry_due_ms = None
+
+    def _wake_for_expiry(self) -> None:
+        self._expiry_timer = self._expiry_due_ms = None
+        if self._available:  # a recovery re-arms the timer when it ends
+            with contextlib.suppress(asyncio.QueueFull):  # a full queue ticks soon anyway
+                self._queue.put_nowait(_WAKE)

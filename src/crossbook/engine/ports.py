@@ -5,6 +5,11 @@ Adapters implement them (the SQL store, the event bus); tests use fakes.
 `Store` is the engine's write side. `ReadStore` is what the API reads the
 committed truth through (DESIGN rule 4: whatever it returns has committed);
 every list it returns is bounded by its `limit` (1 to `MAX_READ_LIMIT`).
+
+Outages: a store that cannot reach its database, or does not hear back in
+time, raises `StoreUnavailableError` (one exception whatever the driver), from
+the `ReadStore` methods as from `Store.commit`; every call returns or raises
+within a bounded time of the adapter's.
 """
 
 from __future__ import annotations
@@ -19,14 +24,37 @@ from crossbook.engine.views import Candle, StoredBalance, StoredOrder, StoredTra
 MAX_READ_LIMIT = 1_000
 
 
+class StoreUnavailableError(Exception):
+    """The database did not answer (connection lost or refused, timed out, locked by
+    another session past the deadline); nothing is wrong with the request: retry later.
+
+    From `Store.commit`, `committed` tells what the store knows of the batch: False
+    when it failed before the batch's COMMIT was sent, so none of it was written; None
+    when it cannot know (the connection failed during COMMIT), which only the store's
+    truth (`Store.load_state`) settles. Elsewhere it is None and means nothing.
+    """
+
+    def __init__(self, message: str, *, committed: bool | None = None) -> None:
+        super().__init__(message)
+        self.committed = committed
+
+
 class Store(Protocol):
     """The durable truth. `commit` is one transaction: all of the batch or none of it."""
 
     async def load_state(self) -> dict[str, Any] | None:
-        """The committed exchange in `Exchange.state()` form (open orders only), or None."""
+        """The committed exchange in `Exchange.state()` form (open orders only), or None.
+
+        After a failed commit it is also the store's recovery: it returns only once any
+        earlier attempt has ended and the store can take commits again (else it raises).
+        """
         ...
 
-    async def commit(self, batch: CommitBatch) -> None: ...
+    async def commit(self, batch: CommitBatch) -> None:
+        """Write all of `batch` or none of it; `StoreUnavailableError` when the database
+        fails or stalls (see its `committed`). Any other exception leaves the outcome to
+        be read from `load_state()`."""
+        ...
 
 
 class Publisher(Protocol):

@@ -7,6 +7,9 @@ so concurrent migrators queue instead of failing mid-way), plain `BEGIN` for
 readers (in WAL mode a read transaction sees one consistent snapshot).
 
 PostgreSQL: an async engine on asyncpg.
+
+Both take optional time bounds (SQLite's busy timeout, PostgreSQL's connect,
+statement and pool timeouts), which the store sets from its read timeout.
 """
 
 from __future__ import annotations
@@ -23,8 +26,13 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 POSTGRES_READ_POOL_SIZE = 4
 
 
-def sqlite_engine(db: DatabaseUrl, *, begin: Literal["IMMEDIATE", "DEFERRED"]) -> Engine:
-    engine = create_engine(db.sqlalchemy_url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+def sqlite_engine(
+    db: DatabaseUrl,
+    *,
+    begin: Literal["IMMEDIATE", "DEFERRED"],
+    busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S,
+) -> Engine:
+    engine = create_engine(db.sqlalchemy_url, connect_args={"timeout": busy_timeout_s})
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
@@ -38,9 +46,22 @@ def sqlite_engine(db: DatabaseUrl, *, begin: Literal["IMMEDIATE", "DEFERRED"]) -
     return engine
 
 
-def postgres_engine(db: DatabaseUrl, *, pool_size: int = POSTGRES_READ_POOL_SIZE) -> AsyncEngine:
+def postgres_engine(
+    db: DatabaseUrl,
+    *,
+    pool_size: int = POSTGRES_READ_POOL_SIZE,
+    timeout_s: float | None = None,
+) -> AsyncEngine:
+    """With `timeout_s`, connecting, each statement and waiting for a pooled connection
+    are each bounded by it (asyncpg's `timeout` and `command_timeout`, the pool's)."""
     # pre-ping: a pooled connection the server dropped (restart, pg_terminate_backend)
     # is replaced before use instead of failing the read that drew it
+    bounds: dict[str, Any] = {}
+    if timeout_s is not None:
+        bounds = {
+            "connect_args": {"timeout": timeout_s, "command_timeout": timeout_s},
+            "pool_timeout": timeout_s,
+        }
     return create_async_engine(
-        db.sqlalchemy_url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True
+        db.sqlalchemy_url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True, **bounds
     )

@@ -16,21 +16,39 @@ WAL mode:
   (the kernel holds the data), but the last batches before a power loss or an
   OS crash may be lost; the database itself stays consistent either way.
 
+Deadline: a batch is written by `deadline_s` (monotonic) or not at all. The
+write lock is taken by `BEGIN IMMEDIATE` in short busy waits
+(`SQLITE_WRITER_BUSY_SLICE_MS`) retried until the deadline, so while another
+connection holds the lock the transaction never starts and the failure is
+known: `StoreUnavailableError(committed=False)`. The deadline is checked again
+before COMMIT (past it, the batch is rolled back). A failure of COMMIT itself
+is ambiguous (`committed=None`), unless SQLite left the transaction open (it
+is then rolled back: not committed).
+
+`probe(deadline_s)` takes the write lock and gives it back: it fails while
+another connection holds the lock, and, since the writer's thread runs one
+thing at a time, it never overlaps an earlier write.
+
 Known limits: one writer process per database file (SQLite's own lock makes a
 second writer wait, then fail); after an error the store replaces the writer
-when the engine recovers (`SqlStore.load_state`).
+when the engine recovers (`SqlStore.load_state`); once the lock is taken the
+statements and the COMMIT (its fsync) are not interrupted, so a slow disk can
+hold a write past its deadline (the engine waits for it to end before reading
+what committed).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from crossbook.adapters.sql import schema
-from crossbook.adapters.sql.errors import StoreConflictError, StoreError
+from crossbook.adapters.sql.errors import StoreConflictError, StoreError, is_unavailable
 from crossbook.adapters.sql.rows import (
     EVENT_COLUMNS,
     LEDGER_COLUMNS,
@@ -44,9 +62,11 @@ from crossbook.adapters.sql.rows import (
     batch_rows,
 )
 from crossbook.engine.batch import CommitBatch
+from crossbook.engine.ports import StoreUnavailableError
 
-SQLITE_BUSY_TIMEOUT_S = 30.0
+SQLITE_WRITER_BUSY_SLICE_MS = 50  # one busy wait of the writer's BEGIN IMMEDIATE
 SQLITE_CACHE_KIB = 64 * 1024
+_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 T = TypeVar("T")
 
@@ -108,28 +128,65 @@ class SqliteWriter:
         await _run(self._executor, self.connection.close)
         self._executor.shutdown(wait=True)
 
-    async def write(self, batch: CommitBatch, before: Committed, after: Committed) -> None:
+    async def write(
+        self, batch: CommitBatch, before: Committed, after: Committed, deadline_s: float
+    ) -> None:
         """Convert and write `batch` on the writer thread (the conversion too, off the loop)."""
 
         def work() -> None:
             rows = batch_rows(batch, after, wide_as_text=True)
-            self.write_rows(rows, before)
+            self.write_rows(rows, before, deadline_s)
 
         await _run(self._executor, work)
 
-    def write_rows(self, rows: BatchRows, before: Committed) -> None:
+    async def probe(self, deadline_s: float) -> None:
+        """Take the write lock by `deadline_s` and give it back (see the module docstring)."""
+
+        def work() -> None:
+            self.begin_immediate(deadline_s)
+            self.connection.execute("ROLLBACK")
+
+        await _run(self._executor, work)
+
+    def write_rows(self, rows: BatchRows, before: Committed, deadline_s: float = math.inf) -> None:
         conn = self.connection
-        conn.execute("BEGIN IMMEDIATE")
+        self.begin_immediate(deadline_s)
         try:
             self.write_reference_data(rows)
             self.write_log(rows)
             self.write_projections(rows)
             self.write_counters(rows, before.seq, first=before.counters is None)
-            conn.execute("COMMIT")
-        except BaseException:
+            if time.monotonic() > deadline_s:
+                raise TimeoutError("the batch was written past its commit deadline")
+        except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            if is_unavailable(exc):
+                raise StoreUnavailableError(f"write failed: {exc}", committed=False) from exc
             raise
+        try:
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if not conn.in_transaction:  # COMMIT ran and failed part-way: ambiguous
+                raise StoreUnavailableError(f"COMMIT failed: {exc}", committed=None) from exc
+            conn.execute("ROLLBACK")  # COMMIT was refused (busy): the transaction is intact
+            raise StoreUnavailableError(f"COMMIT refused: {exc}", committed=False) from exc
+
+    def begin_immediate(self, deadline_s: float) -> None:
+        """`BEGIN IMMEDIATE`, retried in short busy waits until `deadline_s`; past it,
+        `StoreUnavailableError(committed=False)` (no transaction was started)."""
+        while True:
+            try:
+                self.connection.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorcode", None) not in _BUSY_CODES:
+                    raise StoreUnavailableError(f"BEGIN failed: {exc}", committed=False) from exc
+                if time.monotonic() >= deadline_s:
+                    raise StoreUnavailableError(
+                        "another connection held the write lock past the commit deadline",
+                        committed=False,
+                    ) from exc
 
     def write_reference_data(self, rows: BatchRows) -> None:
         conn = self.connection
@@ -177,7 +234,9 @@ class SqliteWriter:
 
 
 def _connect(path: str, synchronous: str) -> sqlite3.Connection:
-    connection = sqlite3.connect(path, isolation_level=None, timeout=SQLITE_BUSY_TIMEOUT_S)
+    connection = sqlite3.connect(
+        path, isolation_level=None, timeout=SQLITE_WRITER_BUSY_SLICE_MS / 1000
+    )
     try:
         mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":

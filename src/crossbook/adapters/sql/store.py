@@ -21,15 +21,34 @@ read is one read-only snapshot. The one write outside the engine's batches is
 `create_user`: one short transaction of its own, never through the engine's
 writer (users are accounts, not trading state). On SQLite it takes the write
 lock with `BEGIN IMMEDIATE` and, while the engine writer holds it, waits up to
-`SQLITE_BUSY_TIMEOUT_S` (`engines`); on PostgreSQL two concurrent inserts can
+the read timeout (SQLite's busy timeout); on PostgreSQL two concurrent inserts can
 pick the same next id, and the one that loses on the primary key is retried,
 at most `CREATE_USER_ATTEMPTS` times in all (each lost attempt means another
 user was created meanwhile), then `StoreError`.
 
+Outages and stalls (bounded waits, one exception):
+- every read (`ping` included) ends within `read_timeout_ms`, abandoned past it;
+  the short writes (`create_user`, the settlement outbox's records) are bounded
+  by the drivers' own timeouts, set to the same value (SQLite's busy timeout,
+  asyncpg's connect and statement timeouts, the pool's wait), which roll their
+  transaction back rather than abandon it half-way; a connection failure or
+  timeout of any driver raises the port's `StoreUnavailableError`
+  (`errors.is_unavailable` says which errors are that);
+- `commit` ends by `commit_deadline_ms` (the writers' deadline: SQLite's
+  `BEGIN IMMEDIATE` stops waiting for the lock, PostgreSQL's lock and statement
+  timeouts fire), raising `StoreUnavailableError(committed=False)` when nothing
+  was written, `committed=None` when COMMIT itself failed (see `sqlite`,
+  `postgres`); a COMMIT already sent may run past the deadline (a slow fsync);
+- `load_state()` after a failure reconnects the writer and `probe`s the write
+  lock before reading: it raises while another session holds the lock, and it
+  returns only once no earlier attempt can still land, so what it reads is final.
+
 Invariants:
 - after `commit(batch)` returns, the whole batch is committed (PostgreSQL:
-  WAL flushed; SQLite FULL: WAL fsynced); if it raises, none of it is, and the
-  store refuses every later commit until `load_state()` has run: the engine
+  WAL flushed; SQLite FULL: WAL fsynced); if it raises, none of it is when the
+  error says `committed=False`, and otherwise `load_state()` reads whether it
+  did; either way the store refuses every later commit until `load_state()` has
+  run: the engine
   recovers from it (DESIGN rule 4), and that call also reconnects the writer and
   re-reads what the store knows of the committed state;
 - batches must follow each other: the first event of a batch has the sequence
@@ -45,14 +64,16 @@ Invariants:
 Known limits: `commit` is not reentrant (one batch at a time, by design); the
 writer reconnects only through `load_state()` after a failure, never silently;
 candles read every trade of the market in their range on each call (no rollup
-table); `ping` waits as long as the driver does to connect (callers bound it),
-and on SQLite it only shows that the file opens (`SELECT 1` reads no page).
+table); on SQLite `ping` only shows that the file opens (`SELECT 1` reads no
+page); a read abandoned at its timeout on SQLite finishes on its thread (bounded
+by the busy timeout) after its caller was answered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from functools import partial
 from types import TracebackType
@@ -65,7 +86,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from crossbook.adapters.sql import queries, settlement_queries
 from crossbook.adapters.sql.database import DatabaseUrl
 from crossbook.adapters.sql.engines import postgres_engine, sqlite_engine
-from crossbook.adapters.sql.errors import StoreConflictError, StoreError
+from crossbook.adapters.sql.errors import StoreConflictError, StoreError, is_unavailable
 from crossbook.adapters.sql.migrate import upgrade
 from crossbook.adapters.sql.postgres import PostgresWriter
 from crossbook.adapters.sql.queries import DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT, Window
@@ -74,6 +95,7 @@ from crossbook.adapters.sql.schema import COUNTER_COLUMNS, RULE_COLUMNS
 from crossbook.adapters.sql.sqlite import SqliteWriter
 from crossbook.domain import MarketStatus, OrderStatus
 from crossbook.engine.batch import CommitBatch
+from crossbook.engine.ports import StoreUnavailableError
 from crossbook.engine.settlement import StoredSettlement
 from crossbook.engine.settlement_plan import SettlementStatus
 from crossbook.engine.views import Candle, StoredBalance, StoredOrder, StoredTrade, StoredUser
@@ -83,11 +105,21 @@ _Write = tuple[Executable, Sequence[Mapping[str, Any]] | None]
 T = TypeVar("T")
 
 CREATE_USER_ATTEMPTS = 20  # `create_user` tries at most this often to win the next id
+DEFAULT_COMMIT_DEADLINE_MS = 1_000  # a commit that has not ended by then fails
+DEFAULT_READ_TIMEOUT_MS = 5_000  # a read (or a short write of its own) that has not either
 
 
 class _Writer(Protocol):
-    async def write(self, batch: CommitBatch, before: Committed, after: Committed) -> None:
-        """Write `batch` in one transaction, if the database is still at `before.seq`."""
+    async def write(
+        self, batch: CommitBatch, before: Committed, after: Committed, deadline_s: float
+    ) -> None:
+        """Write `batch` in one transaction by `deadline_s` (monotonic), if the database is
+        still at `before.seq`; `StoreUnavailableError` says whether it can have committed."""
+        ...
+
+    async def probe(self, deadline_s: float) -> None:
+        """Take the write lock and give it back, by `deadline_s`: raises while another
+        session holds it; returns only once no earlier write of ours can still commit."""
         ...
 
     async def close(self) -> None: ...
@@ -181,32 +213,55 @@ class SqlStore:
         db: DatabaseUrl,
         reader: _Reader,
         open_writer: Callable[[], Awaitable[_Writer]],
+        *,
+        commit_deadline_ms: int = DEFAULT_COMMIT_DEADLINE_MS,
+        read_timeout_ms: int = DEFAULT_READ_TIMEOUT_MS,
     ) -> None:
         self.db = db
         self._reader = reader
         self._open_writer = open_writer
+        self._commit_deadline_s = commit_deadline_ms / 1000
+        self._read_timeout_s = read_timeout_ms / 1000
         self._writer: _Writer | None = None
         self._committed = Committed(0, None, {}, {}, {})  # until `_resync`
         self._committing = False
         self._failure: BaseException | None = None
 
     @classmethod
-    async def open(cls, url: str, *, migrate: bool = True) -> SqlStore:
-        """Connect to `url`, bring its schema up to date (unless `migrate=False`)."""
+    async def open(
+        cls,
+        url: str,
+        *,
+        migrate: bool = True,
+        commit_deadline_ms: int = DEFAULT_COMMIT_DEADLINE_MS,
+        read_timeout_ms: int = DEFAULT_READ_TIMEOUT_MS,
+    ) -> SqlStore:
+        """Connect to `url`, bring its schema up to date (unless `migrate=False`).
+
+        `commit_deadline_ms` bounds each commit, `read_timeout_ms` each read (see the
+        module docstring)."""
         db = DatabaseUrl.parse(url)
         if migrate:
             await asyncio.to_thread(upgrade, url)
         reader: _Reader
         open_writer: Callable[[], Awaitable[_Writer]]
+        read_timeout_s = read_timeout_ms / 1000
         if db.is_sqlite:
             reader = _SqliteReader(
-                sqlite_engine(db, begin="DEFERRED"), sqlite_engine(db, begin="IMMEDIATE")
+                sqlite_engine(db, begin="DEFERRED", busy_timeout_s=read_timeout_s),
+                sqlite_engine(db, begin="IMMEDIATE", busy_timeout_s=read_timeout_s),
             )
             open_writer = partial(SqliteWriter.connect, db.sqlite_path, db.sqlite_synchronous)
         else:
-            reader = _PostgresReader(postgres_engine(db))
+            reader = _PostgresReader(postgres_engine(db, timeout_s=read_timeout_s))
             open_writer = partial(PostgresWriter.connect, db.asyncpg_dsn)
-        store = cls(db, reader, open_writer)
+        store = cls(
+            db,
+            reader,
+            open_writer,
+            commit_deadline_ms=commit_deadline_ms,
+            read_timeout_ms=read_timeout_ms,
+        )
         try:
             await store._resync()
         except BaseException:
@@ -215,13 +270,21 @@ class SqlStore:
         return store
 
     async def _resync(self) -> None:
-        """(Re)connect the writer, then learn the committed state from the database."""
+        """(Re)connect the writer, wait until no earlier write can still land and the write
+        lock is free (`probe`), then learn the committed state from the database."""
         if self._writer is not None:
             writer, self._writer = self._writer, None
             with contextlib.suppress(Exception):
+                await writer.close()  # SQLite: after the write in progress on its thread
+        writer = await self._translated(self._open_writer())  # the drivers bound it
+        try:
+            await writer.probe(time.monotonic() + self._commit_deadline_s)
+        except BaseException:
+            with contextlib.suppress(Exception):
                 await writer.close()
-        self._writer = await self._open_writer()
-        state, assets, markets, totals = await self._reader.fetch(queries.committed_statements())
+            raise
+        self._writer = writer
+        state, assets, markets, totals = await self._fetch_all(queries.committed_statements())
         decimals = {row["code"]: row["decimals"] for row in assets}
         self._committed = Committed(
             seq=state[0]["seq"] if state else 0,
@@ -272,7 +335,9 @@ class SqlStore:
         try:
             _check_follows(batch, before.seq)
             after = before.after(batch)
-            await self._writer.write(batch, before, after)
+            await self._writer.write(
+                batch, before, after, time.monotonic() + self._commit_deadline_s
+            )
         except BaseException as exc:
             self._failure = exc
             raise
@@ -288,7 +353,7 @@ class SqlStore:
         """
         if self._failure is not None:
             await self._resync()
-        state, assets, markets, balances, totals, orders = await self._reader.fetch(
+        state, assets, markets, balances, totals, orders = await self._fetch_all(
             queries.state_statements()
         )
         if not state:
@@ -410,7 +475,7 @@ class SqlStore:
         lost: IntegrityError | None = None
         for _ in range(CREATE_USER_ATTEMPTS):
             try:
-                (row,) = await self._reader.write(statement)
+                (row,) = await self._translated(self._reader.write(statement))
             except IntegrityError as exc:  # a concurrent insert took that id first
                 lost = exc
                 continue
@@ -441,22 +506,20 @@ class SqlStore:
         return [row["settlement_id"] for row in rows]
 
     async def get_settlement(self, settlement_id: int) -> StoredSettlement | None:
-        head, legs = await self._reader.fetch(settlement_queries.by_id(settlement_id))
+        head, legs = await self._fetch_all(settlement_queries.by_id(settlement_id))
         return settlement_queries.settlement_from_rows(head[0], legs) if head else None
 
     async def record_settlements(self, settlements: Sequence[StoredSettlement]) -> None:
         """All of them in one transaction."""
         statements = [w for s in settlements for w in settlement_queries.record_statements(s)]
-        await self._reader.write_all(statements)
+        await self._translated(self._reader.write_all(statements))
 
     async def list_settlements(
         self, status: SettlementStatus, *, after_id: int = 0, limit: int = DEFAULT_QUERY_LIMIT
     ) -> list[StoredSettlement]:
         if not 1 <= limit <= MAX_QUERY_LIMIT:
             raise ValueError(f"limit must be between 1 and {MAX_QUERY_LIMIT}")
-        heads, legs = await self._reader.fetch(
-            settlement_queries.in_status(status, after_id, limit)
-        )
+        heads, legs = await self._fetch_all(settlement_queries.in_status(status, after_id, limit))
         by_id: dict[int, list[RowMapping]] = {}
         for leg in legs:
             by_id.setdefault(leg["settlement_id"], []).append(leg)
@@ -470,8 +533,32 @@ class SqlStore:
         return int(next(iter(row.values())))
 
     async def _fetch(self, statement: queries.AnySelect) -> Rows:
-        (rows,) = await self._reader.fetch([statement])
+        (rows,) = await self._fetch_all([statement])
         return rows
+
+    async def _fetch_all(self, statements: Sequence[queries.AnySelect]) -> list[Rows]:
+        return await self._bounded(self._reader.fetch(statements))
+
+    async def _bounded(self, work: Awaitable[T]) -> T:
+        """A read within the read timeout (abandoned past it), as `_translated`."""
+        return await self._translated(asyncio.wait_for(work, self._read_timeout_s))
+
+    @staticmethod
+    async def _translated(work: Awaitable[T]) -> T:
+        """`work`, with an outage of the database (see `errors`) raised as the port's
+        `StoreUnavailableError` and anything else as it is.
+
+        Writes go through this alone: bounded by the drivers' timeouts, which leave their
+        transaction rolled back, never abandoned half-way (a write abandoned in its
+        busy wait on SQLite would still commit once the lock came free)."""
+        try:
+            return await work
+        except StoreUnavailableError:
+            raise
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise StoreUnavailableError(f"the database did not answer: {exc!r}") from exc
+            raise
 
     @staticmethod
     def _one_order(rows: Rows) -> StoredOrder | None:
