@@ -15,6 +15,7 @@ def test_every_gateway_code_is_mapped_and_only_unavailability_and_bugs_are_5xx()
     assert server_side == {
         ApiCode.ENGINE_UNAVAILABLE,
         ApiCode.WALLET_UNAVAILABLE,
+        ApiCode.STORE_UNAVAILABLE,
         ApiCode.SERVER_BUSY,
         ApiCode.NOT_READY,
         ApiCode.INTERNAL_ERROR,

@@ -38,6 +38,7 @@ from crossbook.api.ws import StreamHub
 from crossbook.api.ws import router as ws_router
 from crossbook.config import Settings
 from crossbook.domain import DomainError
+from crossbook.engine.ports import StoreUnavailableError
 
 ROUTERS = (
     orders.router,
@@ -80,6 +81,7 @@ def create_app(
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(StoreUnavailableError, _store_unavailable)
     return app
 
 
@@ -162,6 +164,17 @@ def validation_error(problems: Any) -> ApiError:
         f"{name}: {message}",
         details={"field": ".".join(location[1:]) or name, "problems": len(problems)},
     )
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> Response:
+    """The database did not answer a read (or a short write) in time: 503, retry."""
+    assert isinstance(exc, StoreUnavailableError)
+    error = ApiError(
+        ApiCode.STORE_UNAVAILABLE,
+        "the database is unavailable; retry",
+        headers={"Retry-After": "1"},
+    )
+    return failure(request, error)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -2,8 +2,9 @@
 
 Domain codes (`ErrorCode`) keep their names on the wire; `ApiCode` adds the
 gateway's own (authentication, rate limits, engine availability, malformed
-requests). Every rejection is a 4xx except `ENGINE_UNAVAILABLE` and
-`WALLET_UNAVAILABLE` (503, retry later), `SERVER_BUSY` (503: every connection
+requests). Every rejection is a 4xx except `ENGINE_UNAVAILABLE`,
+`WALLET_UNAVAILABLE` and `STORE_UNAVAILABLE` (503, retry later: the database did
+not answer a read in time), `SERVER_BUSY` (503: every connection
 the server takes is in use), `NOT_READY` (503, only from `/ready`) and
 `INTERNAL_ERROR` (500, a bug).
 """
@@ -30,6 +31,7 @@ class ApiCode(enum.StrEnum):
     ENGINE_OVERLOADED = "ENGINE_OVERLOADED"
     ENGINE_UNAVAILABLE = "ENGINE_UNAVAILABLE"
     WALLET_UNAVAILABLE = "WALLET_UNAVAILABLE"
+    STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
     SETTLEMENT_NOT_FOUND = "SETTLEMENT_NOT_FOUND"
     SETTLEMENT_NOT_FAILED = "SETTLEMENT_NOT_FAILED"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
@@ -51,6 +53,7 @@ API_STATUS: Mapping[ApiCode, int] = {
     ApiCode.ENGINE_OVERLOADED: 429,
     ApiCode.ENGINE_UNAVAILABLE: 503,
     ApiCode.WALLET_UNAVAILABLE: 503,
+    ApiCode.STORE_UNAVAILABLE: 503,
     ApiCode.SETTLEMENT_NOT_FOUND: 404,
     ApiCode.SETTLEMENT_NOT_FAILED: 409,
     ApiCode.IDEMPOTENCY_KEY_REUSED: 409,

@@ -49,7 +49,7 @@ Context = Annotated[ApiContext, Depends(context)]
 @router.get(
     "/balances",
     response_model=Envelope[list[BalanceOut]],
-    responses=errors(401, 403),
+    responses=errors(401, 403, 429, 503),
     summary="The caller's balances: available and locked per asset",
 )
 async def balances(
@@ -61,7 +61,7 @@ async def balances(
 @router.get(
     "/trades",
     response_model=Envelope[list[TradeOut] | list[PublicTradeOut]],
-    responses=errors(400, 401, 403, 404),
+    responses=errors(400, 401, 403, 404, 429, 503),
     summary="Trades of a market, or the caller's trades (mine=true)",
 )
 async def trades(

@@ -78,7 +78,7 @@ UserIdPath = Annotated[
     "/users",
     status_code=201,
     response_model=Envelope[UserOut],
-    responses=errors(400, 401, 403),
+    responses=errors(400, 401, 403, 503),
     summary="Create a user",
 )
 async def create_user(request: Request, body: CreateUserRequest, ctx: Context) -> Response:
@@ -90,7 +90,7 @@ async def create_user(request: Request, body: CreateUserRequest, ctx: Context) -
 @router.get(
     "/users",
     response_model=Envelope[list[UserOut]],
-    responses=errors(400, 401, 403),
+    responses=errors(400, 401, 403, 429, 503),
     summary="List users by id",
 )
 async def list_users(
@@ -105,7 +105,7 @@ async def list_users(
     "/users/{user_id}/tokens",
     status_code=201,
     response_model=Envelope[TokenOut],
-    responses=errors(400, 401, 403, 404),
+    responses=errors(400, 401, 403, 404, 503),
     summary="Issue a trader token for a user",
 )
 async def issue_token(
@@ -123,7 +123,7 @@ async def issue_token(
 @router.get(
     "/users/{user_id}/balances",
     response_model=Envelope[list[BalanceOut]],
-    responses=errors(400, 401, 403, 404),
+    responses=errors(400, 401, 403, 404, 429, 503),
     summary="A user's (or the fee account's) balances",
 )
 async def user_balances(request: Request, user_id: UserIdPath, ctx: Context) -> Response:

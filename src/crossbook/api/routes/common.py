@@ -38,9 +38,12 @@ _ERROR_TEXT = {
     404: "Unknown resource (MARKET_NOT_FOUND, ORDER_NOT_FOUND, USER_NOT_FOUND, NOT_FOUND)",
     409: "Conflicts with the current state (MARKET_HALTED, DUPLICATE_CLIENT_ORDER_ID …)",
     413: "Body too large (PAYLOAD_TOO_LARGE)",
-    429: "Rate limited or engine overloaded; see Retry-After",
-    503: "Engine or wallet unavailable (ENGINE_UNAVAILABLE, WALLET_UNAVAILABLE); retry,"
-    " safely with the same client id",
+    429: "Rate limited (RATE_LIMITED: order entry per user, reads per address) or engine"
+    " overloaded (ENGINE_OVERLOADED); see Retry-After",
+    503: "Engine, database or wallet unavailable (ENGINE_UNAVAILABLE, STORE_UNAVAILABLE,"
+    " WALLET_UNAVAILABLE); retry after Retry-After. ENGINE_UNAVAILABLE says in"
+    " details.outcome whether the command was not done (not_done) or may have been"
+    " (unknown: look the order up by its client_order_id first)",
 }
 
 
@@ -89,15 +92,29 @@ async def submit(ctx: ApiContext, command: Command, action: str) -> list[Event]:
         raise ApiError(
             ApiCode.ENGINE_OVERLOADED, "engine queue is full", headers={"Retry-After": "1"}
         ) from None
-    except EngineUnavailableError:
+    except EngineUnavailableError as unavailable:
         ctx.metrics.orders.labels(action, ApiCode.ENGINE_UNAVAILABLE).inc()
-        raise ApiError(
-            ApiCode.ENGINE_UNAVAILABLE,
-            "engine unavailable; nothing was done, retry",
-            headers={"Retry-After": "1"},
-        ) from None
+        raise engine_unavailable(unavailable) from None
     ctx.metrics.orders.labels(action, "ok").inc()
     return events
+
+
+def engine_unavailable(unavailable: EngineUnavailableError) -> ApiError:
+    """503 ENGINE_UNAVAILABLE, saying whether anything may have been done."""
+    if unavailable.outcome_unknown:
+        return ApiError(
+            ApiCode.ENGINE_UNAVAILABLE,
+            "engine unavailable; the outcome is unknown: look the order up by its "
+            "client_order_id before retrying",
+            headers={"Retry-After": "1"},
+            details={"outcome": "unknown"},
+        )
+    return ApiError(
+        ApiCode.ENGINE_UNAVAILABLE,
+        "engine unavailable; nothing was done, retry",
+        headers={"Retry-After": "1"},
+        details={"outcome": "not_done"},
+    )
 
 
 async def submit_funded(

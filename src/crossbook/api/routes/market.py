@@ -59,7 +59,12 @@ BookDepth = Annotated[
 ]
 
 
-@router.get("/markets", response_model=Envelope[list[MarketOut]], summary="List markets")
+@router.get(
+    "/markets",
+    response_model=Envelope[list[MarketOut]],
+    responses=errors(429),
+    summary="List markets",
+)
 async def list_markets(request: Request, ctx: Context) -> Response:
     markets = ctx.market_data.markets()
     return success(request, [market_json(markets[s]) for s in sorted(markets)])
@@ -68,7 +73,7 @@ async def list_markets(request: Request, ctx: Context) -> Response:
 @router.get(
     "/markets/{symbol:path}/ticker",
     response_model=Envelope[TickerOut],
-    responses=errors(404),
+    responses=errors(404, 429),
     summary="24 h rolling ticker",
 )
 async def ticker(request: Request, symbol: SymbolPath, ctx: Context) -> Response:
@@ -80,7 +85,7 @@ async def ticker(request: Request, symbol: SymbolPath, ctx: Context) -> Response
 @router.get(
     "/markets/{symbol:path}/candles",
     response_model=Envelope[list[CandleOut]],
-    responses=errors(400, 404),
+    responses=errors(400, 404, 429, 503),
     summary="OHLCV candles from trades, oldest first",
 )
 async def candles(
@@ -106,7 +111,7 @@ async def candles(
 @router.get(
     "/markets/{symbol:path}",
     response_model=Envelope[MarketOut],
-    responses=errors(404),
+    responses=errors(404, 429),
     summary="One market's rules and status",
 )
 async def get_market(request: Request, symbol: SymbolPath, ctx: Context) -> Response:
@@ -116,7 +121,7 @@ async def get_market(request: Request, symbol: SymbolPath, ctx: Context) -> Resp
 @router.get(
     "/orderbook/{symbol:path}",
     response_model=Envelope[OrderBookOut],
-    responses=errors(400, 404),
+    responses=errors(400, 404, 429),
     summary="Order book snapshot (aggregated levels)",
 )
 async def order_book(

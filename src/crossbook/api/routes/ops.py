@@ -54,7 +54,7 @@ async def ready(request: Request, ctx: Context) -> Response:
     response_class=Response,
     responses={
         200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}},
-        **errors(401, 404),
+        **errors(401, 404, 429),
     },
 )
 async def metrics(request: Request, ctx: Context) -> Response:

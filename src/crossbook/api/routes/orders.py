@@ -110,7 +110,7 @@ async def place_order(
 @router.get(
     "/client/{client_order_id}",
     response_model=Envelope[OrderOut],
-    responses=errors(401, 403, 404),
+    responses=errors(401, 403, 404, 429, 503),
     summary="Get the caller's newest order with a client order id",
 )
 async def get_order_by_client_id(
@@ -189,7 +189,7 @@ async def amend_order(
 @router.get(
     "/{order_id}",
     response_model=Envelope[OrderOut],
-    responses=errors(401, 403, 404),
+    responses=errors(401, 403, 404, 429, 503),
     summary="Get one of the caller's orders",
 )
 async def get_order(
@@ -201,7 +201,7 @@ async def get_order(
 @router.get(
     "",
     response_model=Envelope[list[OrderOut]],
-    responses=errors(400, 401, 403, 404),
+    responses=errors(400, 401, 403, 404, 429, 503),
     summary="List the caller's orders, newest first",
 )
 async def list_orders(

@@ -47,7 +47,7 @@ SettlementIdPath = Annotated[str, Path(description="a settlement's id", pattern=
 @router.get(
     "",
     response_model=Envelope[list[SettlementOut]],
-    responses=errors(400, 401, 403, 404),
+    responses=errors(400, 401, 403, 404, 429, 503),
     summary="List settlements (default: the dead-letter queue)",
 )
 async def list_settlements(
@@ -69,7 +69,7 @@ async def list_settlements(
 @router.get(
     "/{settlement_id}",
     response_model=Envelope[SettlementOut],
-    responses=errors(401, 403, 404),
+    responses=errors(401, 403, 404, 429, 503),
     summary="One settlement, with its legs",
 )
 async def get_settlement(
@@ -85,7 +85,7 @@ async def get_settlement(
 @router.post(
     "/replay",
     response_model=Envelope[ReplayOut],
-    responses=errors(401, 403, 404),
+    responses=errors(401, 403, 404, 503),
     summary="Replay every settlement in the dead-letter queue",
 )
 async def replay_all(request: Request, ctx: Context) -> Response:
@@ -96,7 +96,7 @@ async def replay_all(request: Request, ctx: Context) -> Response:
 @router.post(
     "/{settlement_id}/replay",
     response_model=Envelope[SettlementOut],
-    responses=errors(401, 403, 404, 409),
+    responses=errors(401, 403, 404, 409, 503),
     summary="Replay one settlement of the dead-letter queue",
 )
 async def replay(request: Request, settlement_id: SettlementIdPath, ctx: Context) -> Response:
