@@ -48,7 +48,7 @@ from schemathesis.engine.recorder import ScenarioRecorder
 from schemathesis.generation.case import Case
 
 from crossbook.api.envelope import ms_from_iso
-from crossbook.api.order_entry import MAX_EPOCH_MS
+from crossbook.api.params import MAX_EPOCH_MS
 from crossbook.bootstrap import configure_logging
 from crossbook.domain.units import MAX_DECIMAL_TEXT_CHARS
 
@@ -257,6 +257,8 @@ ASSET_CODE = re.compile(r"[A-Za-z0-9]{1,16}")
 def _well_formed_expiry(value: object) -> bool:
     if isinstance(value, bool):
         return False
+    if isinstance(value, float) and value.is_integer():  # a JSON Schema integer
+        value = int(value)
     if isinstance(value, int):
         return 0 < value <= MAX_EPOCH_MS
     if not isinstance(value, str):
@@ -326,7 +328,8 @@ class Exclusion:
 # document can state: the market's grids, price and quantity bounds and minimum notional,
 # the fields each order type takes, the book (post-only, stops) and the balances.
 ORDER_RULE_CODES = frozenset(
-    {"INVALID_PRICE", "INVALID_QUANTITY", "INVALID_AMOUNT", "INVALID_EXPIRY", "INVALID_ORDER",
+    {"INVALID_PRICE", "INVALID_STOP_PRICE", "INVALID_QUANTITY", "INVALID_AMOUNT",
+     "INVALID_EXPIRY", "INVALID_ORDER",
      "MIN_NOTIONAL", "INSUFFICIENT_BALANCE", "POST_ONLY_WOULD_TAKE", "STOP_WOULD_TRIGGER",
      "TOO_MANY_OPEN_ORDERS"}
 )  # fmt: skip

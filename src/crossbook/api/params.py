@@ -7,8 +7,8 @@ parser here matches `[0-9]` instead.
 
 Invariants:
 - an id is 1 to 19 ASCII digits with a value in 1..2⁶³−1 (BIGINT), or refused;
-- a time is epoch milliseconds (1 to 15 ASCII digits) or ISO 8601 with a zone,
-  within year 1..9999, or refused;
+- a time is epoch milliseconds (1 to 15 ASCII digits) or an RFC 3339 date-time
+  (its offset required), read within year 1..9999, or refused;
 - a refusal echoes what it refused as a string of at most `MAX_ECHO_CHARS`, so
   no error body can fail to serialise (orjson refuses integers beyond 64 bits)
   or grow with the input.
@@ -29,22 +29,31 @@ from crossbook.engine.ports import MAX_READ_LIMIT
 
 MAX_ID = 2**63 - 1
 MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+MIN_EPOCH_MS = -62_135_596_800_000  # 0001-01-01T00:00:00.000Z
 MAX_ECHO_CHARS = 64
 ID_PATTERN = r"^[0-9]{1,19}$"
 CURSOR_PATTERN = ID_PATTERN
-# epoch milliseconds, or an RFC 3339 date-time (its offset required)
-TIME_PATTERN = (
-    r"^([0-9]{1,15}|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}"
-    r"(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))$"
-)
-SYMBOL_PATTERN = r"^[A-Za-z0-9]{1,16}[/_-][A-Za-z0-9]{1,16}$"
 EPOCH_MS_PATTERN = r"^[0-9]{1,15}$"
+POSITIVE_EPOCH_MS_PATTERN = r"^[0-9]{0,14}[1-9][0-9]{0,14}$"  # with maxLength 15
+MAX_TIME_CHARS = 40
+# a time in a request: epoch milliseconds, or an RFC 3339 date-time (offset required)
+TIME_SCHEMA: dict[str, object] = {
+    "anyOf": [
+        {"type": "string", "pattern": EPOCH_MS_PATTERN},
+        {"type": "string", "format": "date-time", "maxLength": MAX_TIME_CHARS},
+    ]
+}
+SYMBOL_PATTERN = r"^[A-Za-z0-9]{1,16}[/_-][A-Za-z0-9]{1,16}$"
 _ID = re.compile(r"[0-9]{1,19}")
 _EPOCH_MS = re.compile(r"[0-9]{1,15}")
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 _CURSOR = re.compile(r"[0-9]{1,19}")
 _QUERY_INTEGER = re.compile(r"[0-9]{1,20}")
 DEFAULT_PAGE_LIMIT = 100
-TIME_DESCRIPTION = "epoch milliseconds or ISO 8601 with a time zone, inclusive"
+TIME_DESCRIPTION = "epoch milliseconds or an RFC 3339 date-time, inclusive"
 
 
 def _ascii_integer(value: object) -> object:
@@ -68,7 +77,8 @@ IdCursor = Annotated[
     Query(pattern=CURSOR_PATTERN, description="a keyset cursor: an id (0 to 2^63-1)"),
 ]
 TimeBound = Annotated[
-    str | None, Query(pattern=TIME_PATTERN, max_length=40, description=TIME_DESCRIPTION)
+    str | None,
+    Query(max_length=MAX_TIME_CHARS, description=TIME_DESCRIPTION, json_schema_extra=TIME_SCHEMA),
 ]
 SymbolQuery = Annotated[
     str | None, Query(pattern=SYMBOL_PATTERN, max_length=33, examples=["BTC-USDT"])
@@ -123,22 +133,25 @@ def parse_time_ms(text: str | None, field: str) -> int | None:
     if ms is None:
         raise ApiError(
             ApiCode.INVALID_REQUEST,
-            f"{field} must be epoch milliseconds or ISO 8601 with a time zone",
+            f"{field} must be epoch milliseconds or an RFC 3339 date-time",
             details={"field": field, "provided": echo(text)},
         )
     return ms
 
 
 def expiry_ms(value: str | int) -> int:
-    """A GTD expiry: epoch milliseconds (a number or digits), or ISO 8601 with a zone."""
+    """A GTD expiry: epoch milliseconds (a number or digits, 1 to `MAX_EPOCH_MS`), or an
+    RFC 3339 date-time (one past year 9999 in UTC is read as `MAX_EPOCH_MS`)."""
     if isinstance(value, int):  # the request schema is strict: never a bool here
         ms: int | None = value if 0 < value <= MAX_EPOCH_MS else None
+    elif _EPOCH_MS.fullmatch(value):
+        ms = int(value) if 0 < int(value) <= MAX_EPOCH_MS else None
     else:
-        ms = _time_ms(value)
-    if ms is None or not 0 < ms <= MAX_EPOCH_MS:
+        ms = _date_time_ms(value)
+    if ms is None:
         raise DomainError(
             ErrorCode.INVALID_EXPIRY,
-            "expire_at must be epoch milliseconds (1 to 9999-12-31) or ISO 8601 with a time zone",
+            "expire_at must be epoch milliseconds (1 to 9999-12-31) or an RFC 3339 date-time",
             field="expire_at",
             provided=echo(value),
         )
@@ -146,9 +159,13 @@ def expiry_ms(value: str | int) -> int:
 
 
 def _time_ms(text: str) -> int | None:
-    if _EPOCH_MS.fullmatch(text):
-        return int(text)
-    if not text.isascii():
+    return int(text) if _EPOCH_MS.fullmatch(text) else _date_time_ms(text)
+
+
+def _date_time_ms(text: str) -> int | None:
+    """An RFC 3339 date-time as epoch ms within year 1 to 9999 (a time beyond either
+    end, which only an offset can reach, is read as that end), or None."""
+    if _RFC3339.fullmatch(text) is None:
         return None
     ms = ms_from_iso(text)
-    return ms if ms is not None and -62_135_596_800_000 <= ms <= MAX_EPOCH_MS else None
+    return None if ms is None else min(max(ms, MIN_EPOCH_MS), MAX_EPOCH_MS)

@@ -10,29 +10,57 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
 
-from crossbook.api.params import MAX_EPOCH_MS, MAX_ID, SYMBOL_PATTERN
+from crossbook.api.params import (
+    MAX_EPOCH_MS,
+    MAX_ID,
+    MAX_TIME_CHARS,
+    POSITIVE_EPOCH_MS_PATTERN,
+    SYMBOL_PATTERN,
+)
 from crossbook.domain.units import MAX_DECIMAL_TEXT_CHARS
 from crossbook.domain.validation import CLIENT_ORDER_ID_PATTERN, MAX_CLIENT_ORDER_ID_CHARS
 
 MAX_TEXT_CHARS = 64
 DECIMAL_PATTERN = r"^[0-9]+(\.[0-9]+)?$"  # plain positional notation (`domain.units`)
+POSITIVE_DECIMAL_PATTERN = r"^([0-9]*[1-9][0-9]*(\.[0-9]+)?|[0-9]+\.[0-9]*[1-9][0-9]*)$"
 ASSET_PATTERN = r"^[A-Za-z0-9]{1,16}$"
-EXPIRY_PATTERN = (  # epoch milliseconds, or an RFC 3339 date-time with its offset
-    r"^([0-9]{1,15}|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}"
-    r"(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))$"
-)
 T = TypeVar("T")
 
 
+def _integral(value: object) -> object:
+    """JSON Schema's integers include numbers such as 60.0: read one as 60 (bodies are
+    strict otherwise: a bool, a string or 60.5 is still refused)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Integral = BeforeValidator(_integral)
+PositiveDecimal = Annotated[
+    str,
+    StringConstraints(
+        min_length=1, max_length=MAX_DECIMAL_TEXT_CHARS, pattern=POSITIVE_DECIMAL_PATTERN
+    ),
+]
+
+
 def _decimal(description: str | None = None, examples: list[str] | None = None) -> Any:
-    """A decimal-string field: its grid is the market's, checked by the domain."""
+    """A positive decimal-string field: its grid is the market's, checked by the domain."""
     return Field(
         None,
         min_length=1,
         max_length=MAX_DECIMAL_TEXT_CHARS,
-        pattern=DECIMAL_PATTERN,
+        pattern=POSITIVE_DECIMAL_PATTERN,
         description=description,
         examples=examples,
     )
@@ -44,13 +72,13 @@ TimeInForceText = Literal["GTC", "IOC", "FOK", "GTD"]
 StpModeText = Literal["cancel_taker", "cancel_maker", "cancel_both", "none"]
 
 
-def _rule(default: Any = ..., examples: list[str] | None = None) -> Any:
+def _rule(default: Any = ..., examples: list[str] | None = None, positive: bool = False) -> Any:
     """A decimal-string rule of a new market (checked whole by `MarketSpec.create`)."""
     return Field(
         default,
         min_length=1,
         max_length=MAX_DECIMAL_TEXT_CHARS,
-        pattern=DECIMAL_PATTERN,
+        pattern=POSITIVE_DECIMAL_PATTERN if positive else DECIMAL_PATTERN,
         examples=examples,
     )
 
@@ -75,13 +103,21 @@ class PlaceOrderRequest(_Body):
     stop_price: str | None = _decimal()
     time_in_force: TimeInForceText = "GTC"
     expire_at: (
-        Annotated[str, StringConstraints(max_length=40, pattern=EXPIRY_PATTERN)]
-        | Annotated[int, Field(ge=1, le=MAX_EPOCH_MS)]
+        Annotated[str, StringConstraints(max_length=MAX_TIME_CHARS)]
+        | Annotated[int, Field(ge=1, le=MAX_EPOCH_MS), Integral]
         | None
     ) = Field(
         None,
         description="GTD only: epoch milliseconds (a number or digits) or an RFC 3339 "
         "date-time with its offset, up to 9999-12-31T23:59:59.999Z",
+        json_schema_extra={
+            "anyOf": [
+                {"type": "string", "pattern": POSITIVE_EPOCH_MS_PATTERN, "maxLength": 15},
+                {"type": "string", "format": "date-time", "maxLength": MAX_TIME_CHARS},
+                {"type": "integer", "minimum": 1, "maximum": MAX_EPOCH_MS},
+                {"type": "null"},
+            ]
+        },
     )
     post_only: bool = False
     client_order_id: str | None = Field(
@@ -101,8 +137,14 @@ class PlaceOrderRequest(_Body):
 
 
 class AmendOrderRequest(_Body):
-    quantity: str | None = _decimal("the new total quantity, including what is filled")
-    price: str | None = _decimal("the new price")
+    """At least one of the two (absent is unchanged)."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    quantity: PositiveDecimal | SkipJsonSchema[None] = Field(
+        None, description="the new total quantity, including what is filled"
+    )
+    price: PositiveDecimal | SkipJsonSchema[None] = Field(None, description="the new price")
 
 
 class CreateUserRequest(_Body):
@@ -110,31 +152,35 @@ class CreateUserRequest(_Body):
 
 
 class IssueTokenRequest(_Body):
-    ttl_s: int | None = Field(None, gt=0, le=366 * 24 * 3600)
+    ttl_s: Annotated[int, Field(gt=0, le=366 * 24 * 3600), Integral] | None = None
 
 
 class TransferRequest(_Body):
     user_id: (
         Annotated[str, StringConstraints(pattern=r"^[0-9]{1,19}$")]
-        | Annotated[int, Field(ge=0, le=MAX_ID)]
+        | Annotated[int, Field(ge=0, le=MAX_ID), Integral]
     ) = Field(description="the user's id (0 is the fee account), digits or a number")
     asset: str = Field(max_length=16, pattern=ASSET_PATTERN, examples=["USDT"])
     amount: str = Field(
-        max_length=MAX_DECIMAL_TEXT_CHARS, pattern=DECIMAL_PATTERN, examples=["1000.00"]
+        max_length=MAX_DECIMAL_TEXT_CHARS, pattern=POSITIVE_DECIMAL_PATTERN, examples=["1000.00"]
     )
 
 
 class CreateMarketRequest(_Body):
     base: str = Field(max_length=16, pattern=ASSET_PATTERN, examples=["BTC"])
     quote: str = Field(max_length=16, pattern=ASSET_PATTERN, examples=["USDT"])
-    base_decimals: int | None = Field(None, ge=0, le=18, description="if the asset is new")
-    quote_decimals: int | None = Field(None, ge=0, le=18, description="if the asset is new")
-    tick_size: str = _rule(examples=["0.01"])
-    step_size: str = _rule(examples=["0.00001"])
-    min_quantity: str = _rule()
-    max_quantity: str = _rule()
+    base_decimals: Annotated[int, Field(ge=0, le=18), Integral] | None = Field(
+        None, description="if the asset is new"
+    )
+    quote_decimals: Annotated[int, Field(ge=0, le=18), Integral] | None = Field(
+        None, description="if the asset is new"
+    )
+    tick_size: str = _rule(examples=["0.01"], positive=True)
+    step_size: str = _rule(examples=["0.00001"], positive=True)
+    min_quantity: str = _rule(positive=True)
+    max_quantity: str = _rule(positive=True)
     min_notional: str = _rule("0")
-    max_price: str | None = _rule(None)
+    max_price: str | None = _rule(None, positive=True)
     maker_fee_rate: str | None = _rule(None)
     taker_fee_rate: str | None = _rule(None)
 

@@ -9,7 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from starlette.requests import Request
 from starlette.responses import Response
 
-from crossbook.api.context import ApiContext
+from crossbook.api.context import ApiContext, context_of
 from crossbook.api.envelope import success
 from crossbook.api.errors import ApiCode, ApiError
 from crossbook.api.params import (
@@ -44,6 +44,16 @@ class _TradeWindow(TypedDict):
 
 router = APIRouter(prefix=API_PREFIX, tags=["account"])
 Context = Annotated[ApiContext, Depends(context)]
+TRUE_TEXTS = frozenset({"1", "on", "t", "true", "y", "yes"})  # the query's true booleans
+
+
+async def mine_caller(request: Request) -> int | None:
+    """With `mine=true`, the authenticated trader, checked before any other parameter
+    (a caller without a token hears 401, whatever else the query holds)."""
+    mine = request.query_params.get("mine")
+    if mine is None or mine.lower() not in TRUE_TEXTS:
+        return None
+    return context_of(request).trader(request)
 
 
 @router.get(
@@ -68,6 +78,7 @@ async def trades(
     request: Request,
     ctx: Context,
     _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    caller: Annotated[int | None, Depends(mine_caller)],
     symbol: SymbolQuery = None,
     mine: Annotated[bool, Query(description="the caller's trades (needs a token)")] = False,
     start_time: TimeBound = None,
@@ -89,7 +100,7 @@ async def trades(
         "limit": limit,
     }
     if mine:
-        user_id = ctx.trader(request)
+        user_id = ctx.trader(request) if caller is None else caller
         rows = await ctx.store.list_user_trades(user_id, symbol=spec_symbol, **window)
         data = [fill for t in rows for fill in fills_json(ctx.spec(t.symbol), t, user_id)]
     else:

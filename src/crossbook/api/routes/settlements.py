@@ -20,11 +20,10 @@ from crossbook.api.envelope import iso_ms, success
 from crossbook.api.errors import ApiCode, ApiError
 from crossbook.api.params import (
     DEFAULT_PAGE_LIMIT,
-    ID_PATTERN,
+    MAX_ID,
     IdCursor,
     PageLimit,
     cursor_id,
-    parse_id,
 )
 from crossbook.api.routes.common import API_PREFIX, admin, context, errors
 from crossbook.api.schemas import Envelope, ReplayOut, SettlementOut
@@ -41,7 +40,8 @@ router = APIRouter(
 )
 Context = Annotated[ApiContext, Depends(context)]
 MAX_REPLAY_ALL = 1_000
-SettlementIdPath = Annotated[str, Path(description="a settlement's id", pattern=ID_PATTERN)]
+# an integer path segment, so `/replay` is never taken for a settlement id
+SettlementIdPath = Annotated[int, Path(description="a settlement's id", ge=1, le=MAX_ID)]
 
 
 @router.get(
@@ -67,7 +67,7 @@ async def list_settlements(
 
 
 @router.get(
-    "/{settlement_id}",
+    "/{settlement_id:int}",
     response_model=Envelope[SettlementOut],
     responses=errors(401, 403, 404, 429, 503),
     summary="One settlement, with its legs",
@@ -76,7 +76,7 @@ async def get_settlement(
     request: Request, settlement_id: SettlementIdPath, ctx: Context
 ) -> Response:
     service = _service(ctx)
-    found = await service.get(_id(settlement_id))
+    found = await service.get(settlement_id)
     if found is None:
         raise _not_found(settlement_id)
     return success(request, settlement_json(ctx, found))
@@ -94,7 +94,7 @@ async def replay_all(request: Request, ctx: Context) -> Response:
 
 
 @router.post(
-    "/{settlement_id}/replay",
+    "/{settlement_id:int}/replay",
     response_model=Envelope[SettlementOut],
     responses=errors(401, 403, 404, 409, 503),
     summary="Replay one settlement of the dead-letter queue",
@@ -102,14 +102,14 @@ async def replay_all(request: Request, ctx: Context) -> Response:
 async def replay(request: Request, settlement_id: SettlementIdPath, ctx: Context) -> Response:
     service = _service(ctx)
     try:
-        requeued = await service.replay(_id(settlement_id))
+        requeued = await service.replay(settlement_id)
     except SettlementNotFoundError:
         raise _not_found(settlement_id) from None
     except SettlementNotFailedError:
         raise ApiError(
             ApiCode.SETTLEMENT_NOT_FAILED,
             "only a settlement in the dead-letter queue (SETTLEMENT_FAILED) can be replayed",
-            details={"id": settlement_id},
+            details={"id": str(settlement_id)},
         ) from None
     return success(request, settlement_json(ctx, requeued))
 
@@ -155,11 +155,9 @@ def _service(ctx: ApiContext) -> SettlementService:
     return ctx.wallet.settlements
 
 
-def _id(text: str) -> int:
-    return parse_id(text, ApiCode.SETTLEMENT_NOT_FOUND, "settlement id")
-
-
-def _not_found(text: str) -> ApiError:
+def _not_found(settlement_id: int) -> ApiError:
     return ApiError(
-        ApiCode.SETTLEMENT_NOT_FOUND, f"settlement {text} not found", details={"id": text}
+        ApiCode.SETTLEMENT_NOT_FOUND,
+        f"settlement {settlement_id} not found",
+        details={"id": str(settlement_id)},
     )
