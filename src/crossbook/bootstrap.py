@@ -36,6 +36,7 @@ import structlog
 from crossbook.adapters.sql import SqlStore
 from crossbook.adapters.wallet_client import HttpWallet
 from crossbook.api.auth import Authenticator, Principal, Role, TokenCodec
+from crossbook.api.book_cache import BookCache
 from crossbook.api.context import ApiContext, now_ms
 from crossbook.api.metrics import ApiMetrics
 from crossbook.api.rate_limit import RateLimiter
@@ -134,6 +135,7 @@ async def open_runtime(
         market_data = MarketData.from_exchange(engine.exchange, candles)
         tokens = TokenCodec(settings.jwt_secret_value, settings.jwt_ttl_s)
         auth = Authenticator(tokens, await store.last_user_id())
+        books = BookCache()  # rendered book levels, shared by REST and the streams
         hub = StreamHub(
             market_data,
             metrics,
@@ -148,6 +150,7 @@ async def open_runtime(
             ),
             auth=auth,
             now_ms=now_ms,
+            books=books,
             engine_balances=settings.wallet_url is None,
         )
         relay.targets.append(hub)
@@ -168,6 +171,7 @@ async def open_runtime(
             rate_limiter=RateLimiter(settings.order_rate_per_s, settings.order_burst),
             metrics=metrics,
             wallet=wallet,
+            books=books,
         )
         runtime = Runtime(settings, store, engine, market_data, hub, metrics, context, wallet)
         try:

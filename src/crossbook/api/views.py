@@ -219,15 +219,16 @@ def fills_json(
     ]
 
 
+def level_json(spec: MarketSpec, level: Level) -> dict[str, Any]:
+    return {
+        "price": spec.format_price(level.price_ticks),
+        "quantity": spec.format_quantity(level.quantity_lots),
+        "num_orders": level.order_count,
+    }
+
+
 def levels_json(spec: MarketSpec, levels: Sequence[Level]) -> list[dict[str, Any]]:
-    return [
-        {
-            "price": spec.format_price(level.price_ticks),
-            "quantity": spec.format_quantity(level.quantity_lots),
-            "num_orders": level.order_count,
-        }
-        for level in levels
-    ]
+    return [level_json(spec, level) for level in levels]
 
 
 def spread_json(spec: MarketSpec, book: BookSnapshot) -> str | None:

@@ -135,4 +135,4 @@ async def order_book(
     `sequence + 1`."""
     spec = ctx.market(symbol).spec
     book = ctx.market_data.book(spec.symbol, depth)
-    return success(request, ctx.books.book_json(spec, book, depth, now_ms()))
+    return success(request, ctx.books.book_json(spec, book, now_ms()))
