@@ -18,6 +18,8 @@ uvicorn's own (httptools, websockets-sansio) with these additions:
   connections do not all resume at once), so a client over its rate limit is
   slowed at the cost of a timer, not of parsing and refusing each of its
   requests (`middleware`);
+- a small kernel receive buffer on WebSockets (`WS_RECEIVE_BUFFER_BYTES`), so one
+  read never brings in thousands of frames to parse at once;
 - dropping a WebSocket (scope extension `DROP_WEBSOCKET`): stop reading at once,
   queue the close frame behind what the socket already holds, and abort the
   connection if that has not drained within a grace time (`ws`).
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +53,12 @@ from crossbook.api.errors import API_STATUS, ApiCode
 
 THROTTLE = "crossbook.throttle"  # scope["extensions"][THROTTLE](seconds) -> None
 DROP_WEBSOCKET = "crossbook.drop"  # scope["extensions"][DROP_WEBSOCKET](code, reason) -> None
+# A WebSocket's kernel receive buffer: uvicorn parses every frame of what one read
+# brings in before the app sees the first, so a client that floods tiny frames made
+# each read parse thousands of them in one go (~20 ms at 256 KiB a read, measured
+# with loadtest --flood ws-snapshots). Clients send small control messages; this
+# still takes a whole 64 KiB message, only in several reads.
+WS_RECEIVE_BUFFER_BYTES = 8 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +146,9 @@ def guarded_protocols(guard: ConnectionGuard) -> tuple[type[Any], type[Any]]:
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             self._client = _client_of(transport)  # admitted as HTTP, handed over here
+            sock = transport.get_extra_info("socket")
+            if sock is not None:  # what one read can bring in, and so parse at once
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, WS_RECEIVE_BUFFER_BYTES)
             super().connection_made(transport)
 
         def connection_lost(self, exc: Exception | None) -> None:
