@@ -17,6 +17,7 @@ orders cross, partially fill and trigger stops often.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from random import Random
 from typing import Any
 
@@ -292,3 +293,19 @@ async def row_counts(url: str) -> dict[str, int]:
         ((count,),) = await query(url, f"SELECT count(*) FROM {table}")
         counts[table] = count
     return counts
+
+
+# -- fakes of the engine's other ports, beside a real store ---------------------------
+
+
+class FixedClock:
+    def now_ms(self) -> int:
+        return 1_000
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def publish(self, events: Sequence[Event]) -> None:
+        self.events.extend(events)

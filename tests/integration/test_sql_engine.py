@@ -9,31 +9,18 @@ and at the end the stored state must equal the engine's exchange.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sql_store_support import SETUP, Driver, expected_state, query
+from sql_store_support import SETUP, Collector, Driver, FixedClock, expected_state, query
 
 from crossbook.adapters.sql import SqlStore
 from crossbook.adapters.sql.postgres import PostgresWriter
 from crossbook.adapters.sql.rows import BatchRows
 from crossbook.adapters.sql.sqlite import SqliteWriter
-from crossbook.domain import DomainError, Event, Tick
+from crossbook.domain import DomainError, Tick
 from crossbook.engine.engine import Engine, EngineLimits, EngineUnavailableError
-
-
-class FixedClock:
-    def now_ms(self) -> int:
-        return 1_000
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def publish(self, events: Sequence[Event]) -> None:
-        self.events.extend(events)
 
 
 def test_engine_commits_before_ack_and_recovers_on_the_same_store(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -22,11 +22,11 @@ from typing import Any
 import asyncpg
 import pytest
 from pg_proxy import PgProxy
-from sql_store_support import BTC_USDT, SETUP, Driver, expected_state, query
+from sql_store_support import BTC_USDT, SETUP, Collector, Driver, FixedClock, expected_state, query
 from sqlalchemy.engine import make_url
 
 from crossbook.adapters.sql import SqlStore
-from crossbook.domain import Event, OrderType, PlaceOrder, Side, TradeExecuted
+from crossbook.domain import OrderType, PlaceOrder, Side, TradeExecuted
 from crossbook.engine.engine import Engine, EngineLimits, EngineUnavailableError
 from crossbook.engine.ports import StoreUnavailableError
 
@@ -35,19 +35,6 @@ BOUND_S = 5.0  # generous bound on "promptly"
 LIMITS = EngineLimits(
     commit_deadline_ms=DEADLINE_MS, outcome_wait_ms=DEADLINE_MS, recovery_retry_ms=50
 )
-
-
-class FixedClock:
-    def now_ms(self) -> int:
-        return 1_000
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def publish(self, events: Sequence[Event]) -> None:
-        self.events.extend(events)
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = BOUND_S) -> None:
