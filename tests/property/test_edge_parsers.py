@@ -7,6 +7,7 @@ messages pass through; an exception other than a refusal is a 500 at the edge.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -164,7 +165,7 @@ def test_any_token_is_verified_or_refused(token: str) -> None:
     assert refused(codec.verify, token)
 
 
-@given(st.one_of(st.none(), st.text(max_size=300), JSON.map(lambda v: orjson.dumps(v).decode())))
+@given(st.one_of(st.none(), st.text(max_size=300), JSON.map(json.dumps)))  # any integer size
 @example('{"op":"ping","id":' + "[" * 255 + "]" * 255 + "}")
 @example('{"op":"ping","id":18446744073709551616}')
 def test_any_websocket_message_is_a_request_or_refused(text: str | None) -> None:
