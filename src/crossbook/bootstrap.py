@@ -54,12 +54,12 @@ from crossbook.domain import (
 from crossbook.engine.breaker import CircuitBreaker
 from crossbook.engine.engine import Engine, EngineLimits, SystemClock
 from crossbook.engine.guarded_wallet import GuardedWallet
-from crossbook.engine.market_data import DEFAULT_WINDOW_MINUTES, MINUTE_MS, MarketData
 from crossbook.engine.ports import MAX_READ_LIMIT, Publisher
+from crossbook.engine.read_model.market_data import DEFAULT_WINDOW_MINUTES, MINUTE_MS, MarketData
+from crossbook.engine.read_model.records import Candle
 from crossbook.engine.retry import RetryPolicy
 from crossbook.engine.settlement import SettlementLimits, SettlementService
-from crossbook.engine.views import Candle
-from crossbook.engine.wallet import WalletOpKind
+from crossbook.wallet_protocol import WalletOpKind
 
 log = structlog.get_logger(__name__)
 

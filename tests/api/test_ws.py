@@ -44,7 +44,7 @@ from crossbook.domain import (
     PlaceOrder,
     Side,
 )
-from crossbook.engine.market_data import MarketData
+from crossbook.engine.read_model.market_data import MarketData
 
 from api_support import (
     Api,

@@ -23,17 +23,11 @@ from dataclasses import dataclass, replace
 
 from crossbook.domain import DomainError
 from crossbook.domain.ledger import Ledger
-from crossbook.engine.settlement import StoredSettlement, pending_settlement
-from crossbook.engine.settlement_plan import PlannedSettlement, SettlementStatus
-from crossbook.engine.views import StoredBalance
-from crossbook.engine.wallet import (
-    WalletAccount,
-    WalletOp,
-    WalletOpKind,
-    WalletReceipt,
-    WalletRejectedError,
-    WalletUnavailableError,
-)
+from crossbook.engine.ports import WalletRejectedError, WalletUnavailableError
+from crossbook.engine.read_model.records import StoredBalance
+from crossbook.engine.settlement import pending_settlement
+from crossbook.engine.settlement_plan import PlannedSettlement, SettlementStatus, StoredSettlement
+from crossbook.wallet_protocol import WalletAccount, WalletOp, WalletOpKind, WalletReceipt
 
 
 class FakeClock:

@@ -41,7 +41,7 @@ from crossbook.domain import (
 )
 from crossbook.domain.book import MAX_DEPTH_LEVELS
 from crossbook.engine.engine import Engine
-from crossbook.engine.market_data import (
+from crossbook.engine.read_model.market_data import (
     MINUTE_MS,
     BookDiff,
     BookSnapshot,
@@ -50,7 +50,7 @@ from crossbook.engine.market_data import (
     MarketDataBatch,
     Ticker,
 )
-from crossbook.engine.views import Candle
+from crossbook.engine.read_model.records import Candle
 
 BTC = "BTC/USDT"
 ETH = "ETH/USDT"

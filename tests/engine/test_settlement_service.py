@@ -51,16 +51,16 @@ from crossbook.engine.settlement import (
     SettlementNotFailedError,
     SettlementNotFoundError,
     SettlementService,
-    StoredSettlement,
 )
 from crossbook.engine.settlement_plan import (
     LegState,
     PlannedSettlement,
     SettlementKind,
     SettlementStatus,
+    StoredSettlement,
     plan_settlements,
 )
-from crossbook.engine.wallet import WalletOp, WalletOpKind
+from crossbook.wallet_protocol import WalletOp, WalletOpKind
 
 BTC = "BTC/USDT"
 START_UNITS = 10_000_000  # of each asset, per user, deposited in the wallet

@@ -25,7 +25,6 @@ from crossbook.api.order_entry import amend_command, place_command
 from crossbook.api.params import (
     MAX_ECHO_CHARS,
     MAX_EPOCH_MS,
-    MAX_ID,
     cursor_id,
     expiry_ms,
     parse_id,
@@ -35,6 +34,7 @@ from crossbook.api.params import (
 from crossbook.api.schemas import AmendOrderRequest, PlaceOrderRequest
 from crossbook.api.ws import _parse as parse_ws_message
 from crossbook.domain import Asset, DomainError, MarketSpec
+from crossbook.domain.units import INT64_MAX
 
 SPEC = MarketSpec.create(
     Asset.create("BTC", 8),
@@ -84,12 +84,12 @@ def test_an_id_is_ascii_digits_in_range_or_refused(text: str) -> None:
             value = parse(text)
         except ApiError:
             continue
-        assert ASCII_DIGITS.fullmatch(text) and 0 < value <= MAX_ID and value == int(text)
+        assert ASCII_DIGITS.fullmatch(text) and 0 < value <= INT64_MAX and value == int(text)
     try:
         cursor = cursor_id(text)
     except ApiError:
         return
-    assert cursor is not None and ASCII_DIGITS.fullmatch(text) and 0 <= cursor <= MAX_ID
+    assert cursor is not None and ASCII_DIGITS.fullmatch(text) and 0 <= cursor <= INT64_MAX
 
 
 @given(TEXT)

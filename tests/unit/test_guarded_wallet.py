@@ -8,15 +8,9 @@ import pytest
 
 from crossbook.engine.breaker import BreakerState, CircuitBreaker
 from crossbook.engine.guarded_wallet import GuardedWallet, WalletCircuitOpenError
-from crossbook.engine.views import StoredBalance
-from crossbook.engine.wallet import (
-    Wallet,
-    WalletOp,
-    WalletOpKind,
-    WalletReceipt,
-    WalletRejectedError,
-    WalletUnavailableError,
-)
+from crossbook.engine.ports import Wallet, WalletRejectedError, WalletUnavailableError
+from crossbook.engine.read_model.records import StoredBalance
+from crossbook.wallet_protocol import WalletOp, WalletOpKind, WalletReceipt
 
 T = TypeVar("T")
 OP = WalletOp("hold-1", WalletOpKind.HOLD, 7, "USDT", 1_500)

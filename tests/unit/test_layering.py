@@ -96,20 +96,26 @@ def test_domain_imports_only_standard_library() -> None:
 
 # which crossbook packages each layer may import (DESIGN section 2: dependencies point inward)
 LAYER_IMPORTS = {
-    "crossbook.engine": ("crossbook.domain", "crossbook.engine"),
-    "crossbook.adapters": ("crossbook.domain", "crossbook.engine", "crossbook.adapters"),
+    "crossbook.engine": ("crossbook.domain", "crossbook.engine", "crossbook.wallet_protocol"),
+    "crossbook.adapters": (
+        "crossbook.domain",
+        "crossbook.engine",
+        "crossbook.adapters",
+        "crossbook.wallet_protocol",
+    ),
     "crossbook.api": (
         "crossbook.domain",
         "crossbook.engine",
         "crossbook.api",
+        "crossbook.wallet_protocol",
         "crossbook.config",  # the settings value object
         "crossbook.__version__",
     ),
     # a separate application: the domain's ledger, the wallet port's types, SQL helpers
     "crossbook.wallet_service": (
         "crossbook.domain",
-        "crossbook.engine.wallet",
-        "crossbook.engine.views",
+        "crossbook.wallet_protocol",
+        "crossbook.engine.read_model.records",
         "crossbook.adapters.sql",
         "crossbook.wallet_service",
     ),

@@ -3,7 +3,7 @@
 import pytest
 
 from crossbook.domain import Asset, DomainError, ErrorCode, MarketSpec
-from crossbook.domain.markets import INT64_MAX
+from crossbook.domain.units import INT64_MAX
 
 BTC = Asset.create("BTC", 8)
 USDT = Asset.create("USDT", 6)

@@ -20,7 +20,7 @@ from crossbook.domain import (
     Side,
     Withdraw,
 )
-from crossbook.domain.markets import INT64_MAX
+from crossbook.domain.units import INT64_MAX
 
 from unit_support import BTC, Harness, accepted_id, funded
 

@@ -13,16 +13,9 @@ import pytest
 from aiohttp import web
 
 from crossbook.adapters.wallet_client import MAX_REPLY_BODY_BYTES, HttpWallet
-from crossbook.engine.views import StoredBalance
-from crossbook.engine.wallet import (
-    Wallet,
-    WalletAccount,
-    WalletOp,
-    WalletOpKind,
-    WalletReceipt,
-    WalletRejectedError,
-    WalletUnavailableError,
-)
+from crossbook.engine.ports import Wallet, WalletRejectedError, WalletUnavailableError
+from crossbook.engine.read_model.records import StoredBalance
+from crossbook.wallet_protocol import WalletAccount, WalletOp, WalletOpKind, WalletReceipt
 
 T = TypeVar("T")
 HOST = "127.0.0.1"

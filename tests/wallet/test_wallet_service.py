@@ -32,8 +32,7 @@ from crossbook.adapters.sql.migrate import (
     run_with_connection,
     upgrade,
 )
-from crossbook.engine.views import StoredBalance
-from crossbook.engine.wallet import WalletAccount, WalletOp, WalletOpKind
+from crossbook.wallet_protocol import WalletAccount, WalletBalance, WalletOp, WalletOpKind
 from crossbook.wallet_service.model import (
     MAX_ACCOUNT_UNITS,
     InvariantBrokenError,
@@ -930,7 +929,7 @@ def test_the_store_reads_and_writes_a_batch_whatever_its_size(wallet_database_ur
             await store.commit(
                 Change(
                     holds,
-                    [StoredBalance(1, "USDT", 0, count)],
+                    [WalletBalance(1, "USDT", 0, count)],
                     [AssetTotals("USDT", count, 0)],
                 )
             )
@@ -942,7 +941,7 @@ def test_the_store_reads_and_writes_a_batch_whatever_its_size(wallet_database_ur
                 for h, v in voided.items()
             ]
             await store.commit(
-                Change(voids, [StoredBalance(1, "USDT", count - 1, 1)], voided=voided)
+                Change(voids, [WalletBalance(1, "USDT", count - 1, 1)], voided=voided)
             )
             found = await store.operations(voided)
             assert {h: (r.status, r.voided_by) for h, r in found.items()} == {
@@ -957,7 +956,7 @@ def test_the_store_reads_and_writes_a_batch_whatever_its_size(wallet_database_ur
             still = await store.operation(last)
             assert still is not None and still.status is OperationStatus.APPLIED
             state = await store.load()
-            assert state.balances == [StoredBalance(1, "USDT", count - 1, 1)]
+            assert state.balances == [WalletBalance(1, "USDT", count - 1, 1)]
         finally:
             await store.close()
 

@@ -52,14 +52,9 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
-from crossbook.engine.views import StoredBalance
-from crossbook.engine.wallet import (
-    WalletOp,
-    WalletOpKind,
-    WalletReceipt,
-    WalletRejectedError,
-    WalletUnavailableError,
-)
+from crossbook.engine.ports import WalletRejectedError, WalletUnavailableError
+from crossbook.engine.read_model.records import StoredBalance
+from crossbook.wallet_protocol import WalletOp, WalletOpKind, WalletReceipt
 
 OPERATIONS_PATH = "/v1/operations"
 BALANCES_PATH = "/v1/balances/{user_id}"

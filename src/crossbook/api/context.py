@@ -24,8 +24,8 @@ from crossbook.api.rate_limit import RateLimiter
 from crossbook.api.wallet_entry import WalletAccess
 from crossbook.config import Settings
 from crossbook.domain import Command, DomainError, ErrorCode, Event, MarketSpec
-from crossbook.engine.market_data import MarketData, MarketInfo
 from crossbook.engine.ports import ReadStore
+from crossbook.engine.read_model.market_data import MarketData, MarketInfo
 
 
 class CommandSink(Protocol):

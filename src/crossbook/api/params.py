@@ -24,10 +24,9 @@ from pydantic import BeforeValidator
 
 from crossbook.api.envelope import ms_from_iso
 from crossbook.api.errors import ApiCode, ApiError
-from crossbook.domain import DomainError, ErrorCode
+from crossbook.domain import INT64_MAX, DomainError, ErrorCode
 from crossbook.engine.ports import MAX_READ_LIMIT
 
-MAX_ID = 2**63 - 1
 MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 MIN_EPOCH_MS = -62_135_596_800_000  # 0001-01-01T00:00:00.000Z
 MAX_ECHO_CHARS = 64
@@ -96,7 +95,7 @@ def cursor_id(text: str | None) -> int | None:
             "a cursor is an id of 1 to 19 digits",
             details={"provided": echo(text)},
         )
-    return min(int(text), MAX_ID)
+    return min(int(text), INT64_MAX)
 
 
 def echo(value: object) -> str:
@@ -106,7 +105,7 @@ def echo(value: object) -> str:
 
 
 def is_id(text: str) -> bool:
-    return _ID.fullmatch(text) is not None and 0 < int(text) <= MAX_ID
+    return _ID.fullmatch(text) is not None and 0 < int(text) <= INT64_MAX
 
 
 def parse_id(text: str, code: str, what: str) -> int:

@@ -22,12 +22,11 @@ from pydantic.json_schema import SkipJsonSchema
 
 from crossbook.api.params import (
     MAX_EPOCH_MS,
-    MAX_ID,
     MAX_TIME_CHARS,
     POSITIVE_EPOCH_MS_PATTERN,
     SYMBOL_PATTERN,
 )
-from crossbook.domain.units import MAX_DECIMAL_TEXT_CHARS
+from crossbook.domain.units import INT64_MAX, MAX_DECIMAL_TEXT_CHARS
 from crossbook.domain.validation import CLIENT_ORDER_ID_PATTERN, MAX_CLIENT_ORDER_ID_CHARS
 
 MAX_TEXT_CHARS = 64
@@ -158,7 +157,7 @@ class IssueTokenRequest(_Body):
 class TransferRequest(_Body):
     user_id: (
         Annotated[str, StringConstraints(pattern=r"^[0-9]{1,19}$")]
-        | Annotated[int, Field(ge=0, le=MAX_ID), Integral]
+        | Annotated[int, Field(ge=0, le=INT64_MAX), Integral]
     ) = Field(description="the user's id (0 is the fee account), digits or a number")
     asset: str = Field(max_length=16, pattern=ASSET_PATTERN, examples=["USDT"])
     amount: str = Field(

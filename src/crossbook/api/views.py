@@ -30,8 +30,8 @@ from crossbook.domain import (
     TimeInForce,
     TradeExecuted,
 )
-from crossbook.engine.market_data import BookSnapshot, Level, MarketInfo, Ticker
-from crossbook.engine.views import Candle, StoredBalance, StoredOrder, StoredTrade
+from crossbook.engine.read_model.market_data import BookSnapshot, Level, MarketInfo, Ticker
+from crossbook.engine.read_model.records import Candle, StoredBalance, StoredOrder, StoredTrade
 
 _STOP_TYPES = (OrderType.STOP_LIMIT, OrderType.STOP_MARKET)
 

@@ -56,16 +56,11 @@ from crossbook.domain import (
 from crossbook.domain.funding import amend_hold_units, place_hold_units, reserve_asset
 from crossbook.engine.breaker import CircuitBreaker
 from crossbook.engine.guarded_wallet import WalletCircuitOpenError
-from crossbook.engine.market_data import MarketData
+from crossbook.engine.ports import Wallet, WalletRejectedError, WalletUnavailableError
+from crossbook.engine.read_model.market_data import MarketData
+from crossbook.engine.read_model.records import StoredBalance, StoredOrder
 from crossbook.engine.settlement import SettlementService
-from crossbook.engine.views import StoredBalance, StoredOrder
-from crossbook.engine.wallet import (
-    Wallet,
-    WalletOp,
-    WalletOpKind,
-    WalletRejectedError,
-    WalletUnavailableError,
-)
+from crossbook.wallet_protocol import WalletOp, WalletOpKind
 
 log = structlog.get_logger(__name__)
 

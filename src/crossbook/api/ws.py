@@ -93,7 +93,7 @@ from crossbook.domain import (
     OrderUpdated,
     TradeExecuted,
 )
-from crossbook.engine.market_data import BookDiff, MarketData, MarketDataBatch
+from crossbook.engine.read_model.market_data import BookDiff, MarketData, MarketDataBatch
 
 router = APIRouter()
 log = structlog.get_logger(__name__)

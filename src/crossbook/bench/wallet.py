@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from crossbook.bench.durable import fresh_database
-from crossbook.engine.wallet import WalletOp, WalletOpKind
+from crossbook.wallet_protocol import WalletOp, WalletOpKind
 from crossbook.wallet_service.service import WalletService
 from crossbook.wallet_service.store import WalletStore
 

@@ -45,9 +45,11 @@ from crossbook.domain.orders import (
     StpMode,
     TimeInForce,
 )
+from crossbook.domain.units import INT64_MAX
 
 __all__ = [
     "FEE_ACCOUNT_ID",
+    "INT64_MAX",
     "AmendOrder",
     "Asset",
     "AssetCreated",

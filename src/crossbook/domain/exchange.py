@@ -78,7 +78,7 @@ from crossbook.domain.events import (
 )
 from crossbook.domain.fees import buy_reservation, fee_total
 from crossbook.domain.ledger import FEE_ACCOUNT_ID, Ledger
-from crossbook.domain.markets import INT64_MAX, Asset, MarketSpec, MarketStatus
+from crossbook.domain.markets import Asset, MarketSpec, MarketStatus
 from crossbook.domain.matching import MatchPlan, plan_match, unmatched_plan
 from crossbook.domain.orders import (
     CloseReason,
@@ -90,6 +90,7 @@ from crossbook.domain.orders import (
     order_record,
 )
 from crossbook.domain.stops import StopBook
+from crossbook.domain.units import INT64_MAX
 from crossbook.domain.validation import (
     check_min_notional,
     check_price,

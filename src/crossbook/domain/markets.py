@@ -23,9 +23,8 @@ import re
 from dataclasses import dataclass
 
 from crossbook.domain.errors import DomainError, ErrorCode
-from crossbook.domain.units import Grid, format_scaled, parse_scaled
+from crossbook.domain.units import INT64_MAX, Grid, format_scaled, parse_scaled
 
-INT64_MAX = 2**63 - 1
 FEE_RATE_SCALE = 1_000_000  # fee rates are parts per million of the notional
 MAX_ASSET_DECIMALS = 18
 DEFAULT_MAKER_FEE_RATE = "0.0005"

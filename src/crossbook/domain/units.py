@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from crossbook.domain.errors import DomainError, ErrorCode
 
+INT64_MAX = 2**63 - 1  # the largest amount, id or count any store or message carries
 MAX_DECIMAL_TEXT_CHARS = 40
 MAX_GRID_DECIMALS = 18
 

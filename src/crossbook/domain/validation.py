@@ -11,8 +11,9 @@ import re
 
 from crossbook.domain.commands import PlaceOrder
 from crossbook.domain.errors import DomainError, ErrorCode
-from crossbook.domain.markets import INT64_MAX, MarketSpec
+from crossbook.domain.markets import MarketSpec
 from crossbook.domain.orders import OrderType, Side, StpMode, TimeInForce
+from crossbook.domain.units import INT64_MAX
 
 MAX_CLIENT_ORDER_ID_CHARS = 64
 CLIENT_ORDER_ID_PATTERN = rf"[A-Za-z0-9_.:\-]{{1,{MAX_CLIENT_ORDER_ID_CHARS}}}"

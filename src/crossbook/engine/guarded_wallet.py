@@ -19,14 +19,9 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from crossbook.engine.breaker import BreakerState, CircuitBreaker
-from crossbook.engine.views import StoredBalance
-from crossbook.engine.wallet import (
-    Wallet,
-    WalletOp,
-    WalletReceipt,
-    WalletRejectedError,
-    WalletUnavailableError,
-)
+from crossbook.engine.ports import Wallet, WalletRejectedError, WalletUnavailableError
+from crossbook.engine.read_model.records import StoredBalance
+from crossbook.wallet_protocol import WalletOp, WalletReceipt
 
 T = TypeVar("T")
 

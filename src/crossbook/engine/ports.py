@@ -19,7 +19,15 @@ from typing import Any, Protocol
 
 from crossbook.domain import Event, OrderStatus
 from crossbook.engine.batch import CommitBatch
-from crossbook.engine.views import Candle, StoredBalance, StoredOrder, StoredTrade, StoredUser
+from crossbook.engine.read_model.records import (
+    Candle,
+    StoredBalance,
+    StoredOrder,
+    StoredTrade,
+    StoredUser,
+)
+from crossbook.engine.settlement_plan import SettlementStatus, StoredSettlement
+from crossbook.wallet_protocol import WalletOp, WalletReceipt
 
 MAX_READ_LIMIT = 1_000
 
@@ -148,4 +156,52 @@ class ReadStore(Protocol):
 
     async def ping(self) -> None:
         """Raise if the database cannot answer a trivial query."""
+        ...
+
+
+class SettlementStore(Protocol):
+    """The settlement outbox (remote-wallet mode), written by the engine's commits."""
+
+    async def pending_settlement_ids(self, *, after_id: int, limit: int) -> list[int]:
+        """PENDING settlements with an id above `after_id`, ascending."""
+        ...
+
+    async def get_settlement(self, settlement_id: int) -> StoredSettlement | None: ...
+
+    async def record_settlements(self, settlements: Sequence[StoredSettlement]) -> None:
+        """Store their status, attempts, reason, timestamps and legs (and their trades'
+        status), all in one transaction."""
+        ...
+
+    async def list_settlements(
+        self, status: SettlementStatus, *, after_id: int = 0, limit: int = 100
+    ) -> list[StoredSettlement]: ...
+
+    async def count_settlements(self, status: SettlementStatus) -> int: ...
+
+
+class WalletUnavailableError(Exception):
+    """Transient or ambiguous: the operation may have been applied. Retry with the same key."""
+
+
+class WalletRejectedError(Exception):
+    """The wallet refused the operation; nothing was applied."""
+
+    def __init__(self, code: str, message: str, details: dict[str, object] | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.details: dict[str, object] = details or {}
+
+
+class Wallet(Protocol):
+    """The external wallet service (`crossbook.wallet_protocol`), one idempotent operation
+    at a time. Failures come in two kinds, and callers must treat them differently:
+    `WalletUnavailableError` (transient or ambiguous: retry with the same key, never
+    compensate) and `WalletRejectedError` (refused: nothing was applied)."""
+
+    async def apply(self, op: WalletOp) -> WalletReceipt: ...
+
+    async def balances(self, user_id: int) -> list[StoredBalance]:
+        """The user's balances, by asset code."""
         ...

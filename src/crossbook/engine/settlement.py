@@ -47,73 +47,34 @@ import contextlib
 import random
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
 
 import structlog
 
 from crossbook.domain import Event, HoldReleased, HoldVoided, MarketSpec, TradeExecuted
 from crossbook.engine.guarded_wallet import WalletCircuitOpenError
-from crossbook.engine.ports import Clock
+from crossbook.engine.ports import (
+    Clock,
+    SettlementStore,
+    Wallet,
+    WalletRejectedError,
+    WalletUnavailableError,
+)
 from crossbook.engine.retry import RetryPolicy
 from crossbook.engine.settlement_plan import (
     Leg,
     LegState,
     PlannedSettlement,
-    SettlementKind,
     SettlementStatus,
-    leg_base_key,
+    StoredSettlement,
     plan_settlements,
 )
-from crossbook.engine.wallet import (
-    Wallet,
-    WalletOp,
-    WalletReceipt,
-    WalletRejectedError,
-    WalletUnavailableError,
-)
+from crossbook.wallet_protocol import WalletOp, WalletReceipt
 
 log = structlog.get_logger(__name__)
 
 _SETTLING_EVENTS = (TradeExecuted, HoldReleased, HoldVoided)
 SCAN_PAGE = 500
 MAX_REASON_CHARS = 1_000
-
-
-@dataclass(frozen=True, slots=True)
-class StoredSettlement:
-    settlement_id: int
-    kind: SettlementKind
-    trade_id: int | None
-    status: SettlementStatus
-    attempts: int  # wallet calls that failed transiently, over the settlement's life
-    reason: str | None
-    created_at_ms: int
-    updated_at_ms: int
-    settled_at_ms: int | None
-    failed_at_ms: int | None
-    legs: tuple[Leg, ...]
-
-    def base_key(self, leg: Leg) -> str:
-        return leg_base_key(self.kind, self.settlement_id, self.trade_id, leg)
-
-
-class SettlementStore(Protocol):
-    async def pending_settlement_ids(self, *, after_id: int, limit: int) -> list[int]:
-        """PENDING settlements with an id above `after_id`, ascending."""
-        ...
-
-    async def get_settlement(self, settlement_id: int) -> StoredSettlement | None: ...
-
-    async def record_settlements(self, settlements: Sequence[StoredSettlement]) -> None:
-        """Store their status, attempts, reason, timestamps and legs (and their trades'
-        status), all in one transaction."""
-        ...
-
-    async def list_settlements(
-        self, status: SettlementStatus, *, after_id: int = 0, limit: int = 100
-    ) -> list[StoredSettlement]: ...
-
-    async def count_settlements(self, status: SettlementStatus) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)

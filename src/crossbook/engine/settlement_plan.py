@@ -38,7 +38,7 @@ from crossbook.domain import (
     MarketSpec,
     TradeExecuted,
 )
-from crossbook.engine.wallet import WalletAccount, WalletOp, WalletOpKind
+from crossbook.wallet_protocol import WalletAccount, WalletOp, WalletOpKind
 
 
 class SettlementKind(enum.StrEnum):
@@ -171,3 +171,21 @@ def _trade(trade: TradeExecuted, spec: MarketSpec) -> PlannedSettlement:
     return PlannedSettlement(
         trade.seq, SettlementKind.TRADE, trade.trade_id, trade.ts_ms, tuple(legs)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSettlement:
+    settlement_id: int
+    kind: SettlementKind
+    trade_id: int | None
+    status: SettlementStatus
+    attempts: int  # wallet calls that failed transiently, over the settlement's life
+    reason: str | None
+    created_at_ms: int
+    updated_at_ms: int
+    settled_at_ms: int | None
+    failed_at_ms: int | None
+    legs: tuple[Leg, ...]
+
+    def base_key(self, leg: Leg) -> str:
+        return leg_base_key(self.kind, self.settlement_id, self.trade_id, leg)

@@ -39,10 +39,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from crossbook.domain.units import INT64_MAX
 from crossbook.wallet_service.bodies import KEY_PATTERN, OperationBody, parse
 from crossbook.wallet_service.faults import FaultMode, Faults, FaultsBody
 from crossbook.wallet_service.model import (
-    INT64_MAX,
     OperationRecord,
     Receipt,
     WalletCode,

@@ -24,8 +24,9 @@ from pydantic import (
     model_validator,
 )
 
-from crossbook.engine.wallet import MAX_KEY_CHARS, WalletAccount, WalletOp, WalletOpKind
-from crossbook.wallet_service.model import INT64_MAX, WalletCode, WalletError
+from crossbook.domain.units import INT64_MAX
+from crossbook.wallet_protocol import MAX_KEY_CHARS, WalletAccount, WalletOp, WalletOpKind
+from crossbook.wallet_service.model import WalletCode, WalletError
 
 KEY_PATTERN = rf"^[A-Za-z0-9:._-]{{1,{MAX_KEY_CHARS}}}$"
 ASSET_PATTERN = r"^[A-Z0-9]{1,16}$"

@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from crossbook.engine.wallet import WalletOpKind
+from crossbook.wallet_protocol import WalletOpKind
 
 MAX_RULES = 100
 MAX_COUNT = 1_000_000

@@ -16,10 +16,10 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from crossbook.engine.wallet import WalletAccount, WalletOp, WalletOpKind
+from crossbook.domain.units import INT64_MAX
+from crossbook.wallet_protocol import WalletAccount, WalletOp, WalletOpKind
 from crossbook.wallet_service.schema import STATUS_APPLIED, STATUS_TOMBSTONE, STATUS_VOIDED
 
-INT64_MAX = 2**63 - 1
 MAX_ACCOUNT_UNITS = INT64_MAX  # available + locked of one (user, asset), see `schema`
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, CheckConstraint, Column, MetaData, String, Table
 
 from crossbook.adapters.sql.schema import ASSET_CODE_CHARS, WideInteger
-from crossbook.engine.wallet import MAX_KEY_CHARS
+from crossbook.wallet_protocol import MAX_KEY_CHARS
 
 ENUM_CHARS = 16  # op kind, account, status
 VERSION_TABLE = "wallet_alembic_version"

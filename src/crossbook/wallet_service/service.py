@@ -71,8 +71,7 @@ import structlog
 
 from crossbook.domain.errors import DomainError, ErrorCode
 from crossbook.domain.ledger import Balance, Ledger
-from crossbook.engine.views import StoredBalance
-from crossbook.engine.wallet import WalletAccount, WalletOp, WalletOpKind
+from crossbook.wallet_protocol import WalletAccount, WalletBalance, WalletOp, WalletOpKind
 from crossbook.wallet_service.model import (
     MAX_ACCOUNT_UNITS,
     InvariantBrokenError,
@@ -162,7 +161,7 @@ class _Batch:
         balances = []
         for user_id, asset in sorted(self.balances):
             balance = ledger.balances[(user_id, asset)]
-            balances.append(StoredBalance(user_id, asset, balance.available, balance.locked))
+            balances.append(WalletBalance(user_id, asset, balance.available, balance.locked))
         assets = [
             AssetTotals(asset, ledger.net_deposits.get(asset, 0), ledger.in_transit.get(asset, 0))
             for asset in sorted(self.assets)
@@ -212,7 +211,7 @@ class WalletService:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    async def balances(self, user_id: int) -> list[StoredBalance]:
+    async def balances(self, user_id: int) -> list[WalletBalance]:
         """The user's non-zero balances, by asset code."""
         async with self._committed():
             ledger = self._memory.ledger
@@ -220,7 +219,7 @@ class WalletService:
             for asset in sorted(self._memory.assets_of.get(user_id, ())):
                 balance = ledger.balances[(user_id, asset)]
                 if balance.total:
-                    out.append(StoredBalance(user_id, asset, balance.available, balance.locked))
+                    out.append(WalletBalance(user_id, asset, balance.available, balance.locked))
             return out
 
     async def totals(self) -> list[AssetSummary]:

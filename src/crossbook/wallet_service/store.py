@@ -51,8 +51,7 @@ from crossbook.adapters.sql.database import DatabaseUrl
 from crossbook.adapters.sql.engines import postgres_engine, sqlite_engine
 from crossbook.adapters.sql.migrate import Migrations, upgrade
 from crossbook.adapters.sql.rows import wide_value
-from crossbook.engine.views import StoredBalance
-from crossbook.engine.wallet import WalletAccount, WalletOpKind
+from crossbook.wallet_protocol import WalletAccount, WalletBalance, WalletOpKind
 from crossbook.wallet_service.model import OperationRecord, OperationStatus
 from crossbook.wallet_service.schema import (
     VERSION_TABLE,
@@ -85,7 +84,7 @@ class AssetTotals:
 class WalletState:
     """Everything the service keeps in memory: the committed balances and asset totals."""
 
-    balances: list[StoredBalance]
+    balances: list[WalletBalance]
     assets: list[AssetTotals]
 
 
@@ -94,7 +93,7 @@ class Change:
     """What one batch of operations writes, in one transaction (final values only)."""
 
     records: Sequence[OperationRecord] = ()  # inserted: operations and tombstones, distinct keys
-    balances: Sequence[StoredBalance] = ()  # upserted: the balances touched, distinct
+    balances: Sequence[WalletBalance] = ()  # upserted: the balances touched, distinct
     assets: Sequence[AssetTotals] = ()  # upserted: the totals of the assets touched, distinct
     voided: Mapping[str, str] = field(default_factory=dict)  # stored hold key -> its void's key
 
@@ -195,7 +194,7 @@ class WalletStore:
 
 def _load(connection: Connection) -> WalletState:
     balances = [
-        StoredBalance(row.user_id, row.asset, row.available, row.locked)
+        WalletBalance(row.user_id, row.asset, row.available, row.locked)
         for row in connection.execute(select(wallet_balances))
     ]
     assets = [

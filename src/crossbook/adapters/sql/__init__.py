@@ -9,7 +9,13 @@ from crossbook.adapters.sql.errors import StoreConflictError, StoreError
 from crossbook.adapters.sql.migrate import upgrade
 from crossbook.adapters.sql.queries import DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT
 from crossbook.adapters.sql.store import SqlStore
-from crossbook.engine.views import Candle, StoredBalance, StoredOrder, StoredTrade, StoredUser
+from crossbook.engine.read_model.records import (
+    Candle,
+    StoredBalance,
+    StoredOrder,
+    StoredTrade,
+    StoredUser,
+)
 
 __all__ = [
     "DEFAULT_QUERY_LIMIT",

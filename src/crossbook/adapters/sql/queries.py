@@ -75,13 +75,13 @@ from crossbook.adapters.sql.schema import (
     users,
 )
 from crossbook.domain import OrderStatus
+from crossbook.domain.units import INT64_MAX
 
 AnySelect: TypeAlias = Select[*tuple[Any, ...]]
 
 MAX_QUERY_LIMIT = 1_000
 DEFAULT_QUERY_LIMIT = 100
 OPEN_STATUSES = (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED)
-MAX_BIGINT = 2**63 - 1
 HALF_BITS = 32  # a wide sum is summed as its high and low 32-bit halves
 
 
@@ -200,7 +200,7 @@ def candles(
     Columns: `open_time_ms`, `open_ticks`, `high_ticks`, `low_ticks`, `close_ticks`,
     `trade_count`, and the halves of the two volumes (`wide_sum` reads them).
     """
-    if not 0 < interval_ms <= MAX_BIGINT:
+    if not 0 < interval_ms <= INT64_MAX:
         raise ValueError("interval_ms must be between 1 and 2**63 - 1")
     Window(limit)  # validates the bound
     t = trades.c
@@ -208,10 +208,10 @@ def candles(
     where = [t.symbol == symbol]
     if start_ms is not None:  # the first whole interval that opens at or after start_ms
         first_open_ms = -(-start_ms // interval_ms) * interval_ms
-        where.append(t.executed_at_ms >= min(first_open_ms, MAX_BIGINT))
+        where.append(t.executed_at_ms >= min(first_open_ms, INT64_MAX))
     if end_ms is not None:  # the end of the interval that holds end_ms
         last_ms = end_ms // interval_ms * interval_ms + interval_ms - 1
-        where.append(t.executed_at_ms <= min(last_ms, MAX_BIGINT))
+        where.append(t.executed_at_ms <= min(last_ms, INT64_MAX))
     per_trade = (
         select(
             (t.executed_at_ms // interval * interval).label("open_time_ms"),

@@ -49,8 +49,8 @@ from crossbook.domain import (
     TradeExecuted,
     Withdrawn,
 )
-from crossbook.domain.markets import INT64_MAX
 from crossbook.domain.orders import RECORD_FIELDS
+from crossbook.domain.units import INT64_MAX
 from crossbook.engine.batch import CommitBatch
 from crossbook.engine.settlement_plan import PlannedSettlement, SettlementStatus
 

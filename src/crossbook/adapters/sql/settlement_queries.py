@@ -19,9 +19,14 @@ from sqlalchemy import Executable, and_, bindparam, func, select, update
 
 from crossbook.adapters.sql.queries import AnySelect
 from crossbook.adapters.sql.schema import settlement_legs, settlements, trades
-from crossbook.engine.settlement import StoredSettlement
-from crossbook.engine.settlement_plan import Leg, LegState, SettlementKind, SettlementStatus
-from crossbook.engine.wallet import WalletAccount, WalletOpKind
+from crossbook.engine.settlement_plan import (
+    Leg,
+    LegState,
+    SettlementKind,
+    SettlementStatus,
+    StoredSettlement,
+)
+from crossbook.wallet_protocol import WalletAccount, WalletOpKind
 
 
 def pending_ids(after_id: int, limit: int) -> AnySelect:

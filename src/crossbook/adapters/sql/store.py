@@ -96,9 +96,14 @@ from crossbook.adapters.sql.sqlite import SqliteWriter
 from crossbook.domain import MarketStatus, OrderStatus
 from crossbook.engine.batch import CommitBatch
 from crossbook.engine.ports import StoreUnavailableError
-from crossbook.engine.settlement import StoredSettlement
-from crossbook.engine.settlement_plan import SettlementStatus
-from crossbook.engine.views import Candle, StoredBalance, StoredOrder, StoredTrade, StoredUser
+from crossbook.engine.read_model.records import (
+    Candle,
+    StoredBalance,
+    StoredOrder,
+    StoredTrade,
+    StoredUser,
+)
+from crossbook.engine.settlement_plan import SettlementStatus, StoredSettlement
 
 Rows = Sequence[RowMapping]
 _Write = tuple[Executable, Sequence[Mapping[str, Any]] | None]

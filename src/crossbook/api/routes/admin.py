@@ -62,8 +62,8 @@ from crossbook.domain import (
     SetMarketStatus,
     Withdraw,
 )
-from crossbook.engine.views import StoredBalance, StoredUser
-from crossbook.engine.wallet import WalletOpKind
+from crossbook.engine.read_model.records import StoredBalance, StoredUser
+from crossbook.wallet_protocol import WalletOpKind
 
 IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 

@@ -49,7 +49,7 @@ from crossbook.api.views import OrderView, order_json, placed_order, trade_json,
 from crossbook.domain import CancelOrder, DomainError, ErrorCode, OrderStatus, Side
 from crossbook.domain.validation import CLIENT_ORDER_ID_PATTERN, MAX_CLIENT_ORDER_ID_CHARS
 from crossbook.engine.ports import MAX_READ_LIMIT
-from crossbook.engine.views import StoredOrder
+from crossbook.engine.read_model.records import StoredOrder
 
 router = APIRouter(prefix=f"{API_PREFIX}/orders", tags=["orders"])
 

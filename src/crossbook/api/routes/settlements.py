@@ -20,20 +20,19 @@ from crossbook.api.envelope import iso_ms, success
 from crossbook.api.errors import ApiCode, ApiError
 from crossbook.api.params import (
     DEFAULT_PAGE_LIMIT,
-    MAX_ID,
     IdCursor,
     PageLimit,
     cursor_id,
 )
 from crossbook.api.routes.common import API_PREFIX, admin, context, errors
 from crossbook.api.schemas import Envelope, ReplayOut, SettlementOut
+from crossbook.domain.units import INT64_MAX
 from crossbook.engine.settlement import (
     SettlementNotFailedError,
     SettlementNotFoundError,
     SettlementService,
-    StoredSettlement,
 )
-from crossbook.engine.settlement_plan import SettlementStatus
+from crossbook.engine.settlement_plan import SettlementStatus, StoredSettlement
 
 router = APIRouter(
     prefix=f"{API_PREFIX}/admin/settlements", tags=["admin"], dependencies=[Depends(admin)]
@@ -41,7 +40,7 @@ router = APIRouter(
 Context = Annotated[ApiContext, Depends(context)]
 MAX_REPLAY_ALL = 1_000
 # an integer path segment, so `/replay` is never taken for a settlement id
-SettlementIdPath = Annotated[int, Path(description="a settlement's id", ge=1, le=MAX_ID)]
+SettlementIdPath = Annotated[int, Path(description="a settlement's id", ge=1, le=INT64_MAX)]
 
 
 @router.get(

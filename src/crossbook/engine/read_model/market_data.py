@@ -74,7 +74,7 @@ from crossbook.domain import (
     Side,
     TradeExecuted,
 )
-from crossbook.engine.views import Candle
+from crossbook.engine.read_model.records import Candle
 
 MINUTE_MS = 60_000
 DEFAULT_WINDOW_MINUTES = 1_440  # 24 h

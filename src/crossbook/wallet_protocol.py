@@ -1,7 +1,13 @@
-"""The wallet port: what the engine needs from an external wallet service.
+"""The wallet protocol: the vocabulary the exchange and the wallet service share.
 
-In remote-wallet mode balances live in a separate service. The engine talks to
-it through `Wallet`, one idempotent operation at a time:
+The wallet service is a separate application; the exchange reaches it over
+HTTP (`adapters.wallet_client`). Both sides import this module, and nothing else
+of each other: an operation's kind, the part of a balance it touches, the
+operation itself, its receipt and a balance as the wallet reports it.
+
+Every operation carries a caller-chosen `key`. Applying the same key twice
+applies it once and returns the first receipt (`replayed=True`); the same key
+with different parameters is refused (IDEMPOTENCY_KEY_REUSED).
 
 - `hold` moves funds from available to locked (an order's worst-case cost);
 - `release` moves them back;
@@ -11,27 +17,13 @@ it through `Wallet`, one idempotent operation at a time:
   released (its whole amount), and either way a later hold with that key is
   refused. It makes an ambiguous hold (a timeout: applied or not?) safe.
 
-Every operation carries a caller-chosen `key`. Applying the same key twice
-applies it once and returns the first receipt (`replayed=True`); the same key
-with different parameters is a `WalletRejectedError` (IDEMPOTENCY_KEY_REUSED).
-
-Failures come in two kinds, and callers must treat them differently:
-- `WalletUnavailableError`: transient or ambiguous (timeout, connection lost,
-  5xx, circuit open). The operation may or may not have been applied: retry it
-  with the same key, never compensate it;
-- `WalletRejectedError`: the wallet answered and refused (4xx). Nothing was
-  applied; retrying the same request gives the same refusal.
-
-Amounts are integer minor units of the asset (DESIGN rule 5).
+Amounts are integer minor units of the asset (DESIGN rule 5). Standard library only.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Protocol
-
-from crossbook.engine.views import StoredBalance
 
 MAX_KEY_CHARS = 200
 
@@ -81,23 +73,11 @@ class WalletReceipt:
     replayed: bool
 
 
-class WalletUnavailableError(Exception):
-    """Transient or ambiguous: the operation may have been applied. Retry with the same key."""
+@dataclass(frozen=True, slots=True)
+class WalletBalance:
+    """One asset of a user's balance, as the wallet holds it."""
 
-
-class WalletRejectedError(Exception):
-    """The wallet refused the operation; nothing was applied."""
-
-    def __init__(self, code: str, message: str, details: dict[str, object] | None = None) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.details: dict[str, object] = details or {}
-
-
-class Wallet(Protocol):
-    async def apply(self, op: WalletOp) -> WalletReceipt: ...
-
-    async def balances(self, user_id: int) -> list[StoredBalance]:
-        """The user's balances, by asset code."""
-        ...
+    user_id: int
+    asset: str
+    available: int
+    locked: int
