@@ -37,7 +37,7 @@ from crossbook.adapters.sql import SqlStore
 from crossbook.adapters.wallet_client import HttpWallet
 from crossbook.api.auth import Authenticator, Principal, Role, TokenCodec
 from crossbook.api.book_cache import BookCache
-from crossbook.api.context import ApiContext, now_ms
+from crossbook.api.context import ApiContext
 from crossbook.api.metrics import ApiMetrics
 from crossbook.api.rate_limit import RateLimiter
 from crossbook.api.wallet_entry import WalletAccess
@@ -52,7 +52,8 @@ from crossbook.domain import (
     Funding,
 )
 from crossbook.engine.breaker import CircuitBreaker
-from crossbook.engine.engine import Engine, EngineLimits, SystemClock
+from crossbook.engine.clock import WALL_CLOCK
+from crossbook.engine.engine import Engine, EngineLimits
 from crossbook.engine.guarded_wallet import GuardedWallet
 from crossbook.engine.ports import MAX_READ_LIMIT, Publisher
 from crossbook.engine.read_model.market_data import DEFAULT_WINDOW_MINUTES, MINUTE_MS, MarketData
@@ -131,7 +132,9 @@ async def open_runtime(
             funding=Funding.EMBEDDED if settings.wallet_url is None else Funding.WALLET,
         )
         await engine.start()
-        candles = await _recent_minute_candles(store, list(engine.exchange.markets), now_ms())
+        candles = await _recent_minute_candles(
+            store, list(engine.exchange.markets), WALL_CLOCK.now_ms()
+        )
         market_data = MarketData.from_exchange(engine.exchange, candles)
         tokens = TokenCodec(settings.jwt_secret_value, settings.jwt_ttl_s)
         auth = Authenticator(tokens, await store.last_user_id())
@@ -149,7 +152,7 @@ async def open_runtime(
                 max_connections_per_client=settings.ws_max_connections_per_client,
             ),
             auth=auth,
-            now_ms=now_ms,
+            now_ms=WALL_CLOCK.now_ms,
             books=books,
             engine_balances=settings.wallet_url is None,
         )
@@ -216,7 +219,7 @@ def _wallet_access(
             queue_capacity=settings.settlement_queue_capacity,
             circuit_wait_ms=min(settings.breaker_reset_ms, MAX_CIRCUIT_WAIT_MS),
         ),
-        clock=SystemClock(),
+        clock=WALL_CLOCK,
         on_settled=metrics.on_settled,
         specs=lambda symbol: engine.exchange.markets[symbol].spec,  # immutable once created
     )
@@ -283,7 +286,7 @@ async def create_demo_users(runtime: Runtime) -> None:
     if await runtime.store.list_users(limit=1):
         return
     for name in DEMO_USERS:
-        user = await runtime.store.create_user(name, now_ms())
+        user = await runtime.store.create_user(name, WALL_CLOCK.now_ms())
         runtime.context.auth.user_created(user.user_id)
         for asset, units in DEMO_FUNDS:
             if asset not in runtime.market_data.assets():

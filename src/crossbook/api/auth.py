@@ -14,13 +14,13 @@ Known limits: no revocation list (keep `jwt_ttl_s` short); one shared secret.
 from __future__ import annotations
 
 import enum
-import time
 from dataclasses import dataclass
 
 import jwt
 
 from crossbook.api.errors import ApiCode, ApiError
 from crossbook.api.params import is_id
+from crossbook.engine.clock import WALL_CLOCK
 
 ALGORITHM = "HS256"
 MAX_TOKEN_CHARS = 4_096
@@ -48,7 +48,7 @@ class TokenCodec:
     def issue(
         self, principal: Principal, *, ttl_s: int | None = None, now_s: int | None = None
     ) -> str:
-        issued = int(time.time()) if now_s is None else now_s
+        issued = WALL_CLOCK.now_ms() // 1000 if now_s is None else now_s
         subject = "admin" if principal.role is Role.ADMIN else str(principal.user_id)
         claims = {
             "sub": subject,

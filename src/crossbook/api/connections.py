@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +49,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 from crossbook.api.envelope import JSON, iso_ms
 from crossbook.api.errors import API_STATUS, ApiCode
+from crossbook.engine.clock import WALL_CLOCK
 
 THROTTLE = "crossbook.throttle"  # scope["extensions"][THROTTLE](seconds) -> None
 DROP_WEBSOCKET = "crossbook.drop"  # scope["extensions"][DROP_WEBSOCKET](code, reason) -> None
@@ -121,7 +121,7 @@ def refusal_response(code: ApiCode, limit: int) -> bytes:
                 "message": "too many connections; retry later",
                 "details": {"limit": limit},
             },
-            "meta": {"request_id": "", "timestamp": iso_ms(time.time_ns() // 1_000_000)},
+            "meta": {"request_id": "", "timestamp": iso_ms(WALL_CLOCK.now_ms())},
         }
     )
     status = API_STATUS[code]

@@ -10,7 +10,6 @@ set: balances are read from the wallet service, and orders are held there first.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -90,10 +89,6 @@ class ApiContext:
 
 def normalize_symbol(text: str) -> str:
     return text.strip().upper().replace("-", "/").replace("_", "/")
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def context_of(connection: HTTPConnection) -> ApiContext:

@@ -7,7 +7,6 @@ Failure: `{"success": false, "error": {"code", "message", "details"}, "meta": â€
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +16,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from crossbook.api.errors import ApiError
+from crossbook.engine.clock import WALL_CLOCK
 
 JSON = "application/json"
 MAX_DETAIL_DEPTH = 4  # nesting of an error's details
@@ -51,7 +51,7 @@ def request_id_of(connection: HTTPConnection) -> str:
 def meta(connection: HTTPConnection, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "request_id": request_id_of(connection),
-        "timestamp": iso_ms(time.time_ns() // 1_000_000),
+        "timestamp": iso_ms(WALL_CLOCK.now_ms()),
     }
     if extra:
         out.update(extra)

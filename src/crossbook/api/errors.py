@@ -159,7 +159,3 @@ def status_of(code: str) -> int:
 
 def from_domain(error: DomainError) -> ApiError:
     return ApiError(error.code, error.message, details=error.details)
-
-
-def not_found(what: str, **details: object) -> ApiError:
-    return ApiError(ApiCode.NOT_FOUND, f"{what} not found", details=details)

@@ -195,9 +195,6 @@ class MarketSpec:
     def format_quote(self, minor_units: int) -> str:
         return self.quote.format_amount(minor_units)
 
-    def format_base(self, minor_units: int) -> str:
-        return self.base.format_amount(minor_units)
-
     def rules(self) -> dict[str, str]:
         """The decimal-string rules that rebuild this spec with `create` (exactly)."""
         return {

@@ -75,6 +75,7 @@ from crossbook.domain import (
 from crossbook.domain.invariants import check_all, check_cheap
 from crossbook.domain.snapshot import restore
 from crossbook.engine.batch import BatchBuilder, CommitBatch
+from crossbook.engine.clock import SystemClock
 from crossbook.engine.ports import Clock, Publisher, Store, StoreUnavailableError
 
 log = structlog.get_logger(__name__)
@@ -113,11 +114,6 @@ class EngineLimits:
     recovery_retry_ms: int = 500
     commit_deadline_ms: int = 1_000  # a commit not done by then fails its batch
     outcome_wait_ms: int = 1_000  # then callers wait this long at most for the outcome
-
-
-class SystemClock:
-    def now_ms(self) -> int:
-        return time.time_ns() // 1_000_000
 
 
 @dataclass(slots=True)

@@ -1,6 +1,6 @@
 """The engine's ports: what it needs from outside, as small Protocols.
 
-Adapters implement them (the SQL store, the event bus); tests use fakes.
+Adapters implement them (the SQL store, the wallet client); tests use fakes.
 
 `Store` is the engine's write side. `ReadStore` is what the API reads the
 committed truth through (DESIGN rule 4: whatever it returns has committed);

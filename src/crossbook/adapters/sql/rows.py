@@ -248,11 +248,6 @@ def _shape(cls: type[Event]) -> _EventShape:
     return shape
 
 
-def event_payload(event: Event) -> str:
-    """The JSON text of `event.to_dict()`."""
-    return event_rows([event])[0][5]
-
-
 def event_rows(events: list[Event]) -> list[EventRow]:
     rows: list[EventRow] = []
     append = rows.append

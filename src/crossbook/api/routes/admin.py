@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from crossbook.api.auth import Principal, Role
-from crossbook.api.context import ApiContext, now_ms
+from crossbook.api.context import ApiContext
 from crossbook.api.envelope import iso_ms, success
 from crossbook.api.errors import ApiCode, ApiError
 from crossbook.api.params import (
@@ -62,6 +62,7 @@ from crossbook.domain import (
     SetMarketStatus,
     Withdraw,
 )
+from crossbook.engine.clock import WALL_CLOCK
 from crossbook.engine.read_model.records import StoredBalance, StoredUser
 from crossbook.wallet_protocol import WalletOpKind
 
@@ -82,7 +83,7 @@ UserIdPath = Annotated[
     summary="Create a user",
 )
 async def create_user(request: Request, body: CreateUserRequest, ctx: Context) -> Response:
-    user = await ctx.store.create_user(body.name, now_ms())
+    user = await ctx.store.create_user(body.name, WALL_CLOCK.now_ms())
     ctx.auth.user_created(user.user_id)
     return success(request, user_json(user), status=201)
 
@@ -114,7 +115,7 @@ async def issue_token(
     """The body is optional: without one (or without `ttl_s`) the token lives `jwt_ttl_s`."""
     user = await _user(ctx, user_id)
     ttl_s = (body.ttl_s if body is not None else None) or ctx.auth.tokens.ttl_s
-    issued_s = now_ms() // 1000
+    issued_s = WALL_CLOCK.now_ms() // 1000
     token = ctx.auth.tokens.issue(Principal(Role.TRADER, user.user_id), ttl_s=ttl_s, now_s=issued_s)
     data = {"token": token, "token_type": "Bearer", "expires_at": iso_ms((issued_s + ttl_s) * 1000)}
     return success(request, data, status=201)

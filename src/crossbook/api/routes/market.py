@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
-from crossbook.api.context import ApiContext, now_ms
+from crossbook.api.context import ApiContext
 from crossbook.api.envelope import success
 from crossbook.api.params import (
     ASCII_INTEGER,
@@ -27,6 +27,7 @@ from crossbook.api.params import (
 from crossbook.api.routes.common import API_PREFIX, context, errors
 from crossbook.api.schemas import CandleOut, Envelope, MarketOut, OrderBookOut, TickerOut
 from crossbook.api.views import candle_json, market_json, ticker_json
+from crossbook.engine.clock import WALL_CLOCK
 
 router = APIRouter(prefix=API_PREFIX, tags=["market data"])
 Context = Annotated[ApiContext, Depends(context)]
@@ -78,7 +79,7 @@ async def list_markets(request: Request, ctx: Context) -> Response:
 )
 async def ticker(request: Request, symbol: SymbolPath, ctx: Context) -> Response:
     spec = ctx.market(symbol).spec
-    now = now_ms()
+    now = WALL_CLOCK.now_ms()
     return success(request, ticker_json(spec, ctx.market_data.ticker(spec.symbol, now), now))
 
 
@@ -135,4 +136,4 @@ async def order_book(
     `sequence + 1`."""
     spec = ctx.market(symbol).spec
     book = ctx.market_data.book(spec.symbol, depth)
-    return success(request, ctx.books.book_json(spec, book, now_ms()))
+    return success(request, ctx.books.book_json(spec, book, WALL_CLOCK.now_ms()))
