@@ -137,7 +137,7 @@ async def open_runtime(
         )
         market_data = MarketData.from_exchange(engine.exchange, candles)
         tokens = TokenCodec(settings.jwt_secret_value, settings.jwt_ttl_s)
-        auth = Authenticator(tokens, await store.last_user_id())
+        auth = Authenticator(tokens, await store.users.last_user_id())
         books = BookCache()  # rendered book levels, shared by REST and the streams
         hub = StreamHub(
             market_data,
@@ -168,7 +168,8 @@ async def open_runtime(
         context = ApiContext(
             settings=settings,
             engine=engine,
-            store=store,
+            store=store.reads,
+            users=store.users,
             market_data=market_data,
             auth=auth,
             rate_limiter=RateLimiter(settings.order_rate_per_s, settings.order_burst),
@@ -207,7 +208,7 @@ def _wallet_access(
     breaker = CircuitBreaker(settings.breaker_failure_threshold, settings.breaker_reset_ms)
     guarded = GuardedWallet(client, breaker)
     settlements = SettlementService(
-        store,
+        store.settlements,
         guarded,
         policy=RetryPolicy(
             settings.settlement_max_attempts,
@@ -246,7 +247,7 @@ async def _recent_minute_candles(
         page_start = start
         for _ in range(DEFAULT_WINDOW_MINUTES // MAX_READ_LIMIT + 2):  # bounded pages
             page_end = page_start + MAX_READ_LIMIT * MINUTE_MS - 1
-            candles += await store.candles(
+            candles += await store.reads.candles(
                 symbol, MINUTE_MS, start_ms=page_start, end_ms=page_end, limit=MAX_READ_LIMIT
             )
             page_start = page_end + 1
@@ -283,10 +284,10 @@ async def create_demo_users(runtime: Runtime) -> None:
     if runtime.settings.environment != "development":
         log.warning("--demo users are created only in development")
         return
-    if await runtime.store.list_users(limit=1):
+    if await runtime.store.users.list_users(limit=1):
         return
     for name in DEMO_USERS:
-        user = await runtime.store.create_user(name, WALL_CLOCK.now_ms())
+        user = await runtime.store.users.create_user(name, WALL_CLOCK.now_ms())
         runtime.context.auth.user_created(user.user_id)
         for asset, units in DEMO_FUNDS:
             if asset not in runtime.market_data.assets():

@@ -59,7 +59,7 @@ def test_engine_refusals_map_to_status_and_retry_after(
             context = dataclasses.replace(runtime.context, engine=engine)
             app = create_app(settings, runtime.metrics)
             attach(app, context, runtime.hub)
-            user = await runtime.store.create_user("trader", 0)
+            user = await runtime.store.users.create_user("trader", 0)
             context.auth.user_created(user.user_id)
             token = context.auth.tokens.issue(Principal(Role.TRADER, user.user_id))
             transport = httpx.ASGITransport(app=app)

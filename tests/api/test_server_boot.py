@@ -28,11 +28,14 @@ def test_demo_creates_funded_users_once(tmp_path: Path) -> None:
 
     async def boot() -> list[tuple[str | None, dict[str, int]]]:
         async with open_runtime(settings, demo=True) as runtime:
-            users = await runtime.store.list_users()
+            users = await runtime.store.users.list_users()
             return [
                 (
                     u.name,
-                    {b.asset: b.available for b in await runtime.store.list_balances(u.user_id)},
+                    {
+                        b.asset: b.available
+                        for b in await runtime.store.reads.list_balances(u.user_id)
+                    },
                 )
                 for u in users
             ]

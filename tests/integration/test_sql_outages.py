@@ -163,9 +163,9 @@ def test_the_engine_refuses_promptly_while_the_database_is_stalled_and_resumes_a
                 finally:
                     await stall.release()
                 await until(lambda: engine.available)  # on its own
-                assert await store.get_order_by_client_id(1, "stalled") is None
+                assert await store.reads.get_order_by_client_id(1, "stalled") is None
                 await engine.submit(buy("stalled"))
-                assert await store.get_order_by_client_id(1, "stalled") is not None
+                assert await store.reads.get_order_by_client_id(1, "stalled") is not None
                 assert await store.load_state() == expected_state(engine.exchange)
             finally:
                 await engine.stop()
@@ -197,19 +197,23 @@ def test_reads_of_a_stalled_database_raise_store_unavailable_in_time(
 
     async def scenario() -> None:
         async with await open_store(url) as store:
-            await store.create_user("before", 1)
+            await store.users.create_user("before", 1)
             await stalled.hold()
             try:
-                calls = [store.create_user("during", 2)]
+                calls = [store.users.create_user("during", 2)]
                 if backend == "postgres":
-                    calls += [store.get_order(1, 1), store.list_orders(1), store.get_user(1)]
+                    calls += [
+                        store.reads.get_order(1, 1),
+                        store.reads.list_orders(1),
+                        store.users.get_user(1),
+                    ]
                 for call in calls:
                     async with asyncio.timeout(BOUND_S):
                         with pytest.raises(StoreUnavailableError):
                             await call
             finally:
                 await stalled.release()
-            assert [u.name for u in await store.list_users()] == ["before"]
+            assert [u.name for u in await store.users.list_users()] == ["before"]
 
     asyncio.run(scenario())
 
@@ -264,7 +268,10 @@ def test_postgres_dying_during_commit_answers_unknown_in_time_then_publishes_the
                 )
                 assert stored == 1
                 assert not any(isinstance(e, TradeExecuted) for e in publisher.events)
-                for read in (store.get_order_by_client_id(1, "lost-reply"), store.ping()):
+                for read in (
+                    store.reads.get_order_by_client_id(1, "lost-reply"),
+                    store.reads.ping(),
+                ):
                     async with asyncio.timeout(BOUND_S):
                         with pytest.raises(StoreUnavailableError):
                             await read
@@ -274,7 +281,7 @@ def test_postgres_dying_during_commit_answers_unknown_in_time_then_publishes_the
                 trades = [e for e in publisher.events if isinstance(e, TradeExecuted)]
                 assert len(trades) == 1  # the committed batch went out, once
                 assert [e.seq for e in publisher.events] == list(range(1, engine.exchange.seq + 1))
-                order = await store.get_order_by_client_id(1, "lost-reply")
+                order = await store.reads.get_order_by_client_id(1, "lost-reply")
                 assert order is not None and order.filled_lots == 10
                 await engine.submit(buy("after"))
                 assert await store.load_state() == expected_state(engine.exchange)

@@ -254,7 +254,7 @@ def test_fee_accrued_beyond_64_bits_round_trips_exactly(database_url: str) -> No
         async with await SqlStore.open(database_url) as store:
             state = await assert_store_matches(store, driver)
             assert state["orders"][0]["fee_accrued"] == taker.fee_accrued
-            stored = await store.get_order(2, taker.order_id)
+            stored = await store.reads.get_order(2, taker.order_id)
             assert stored is not None
             assert stored.fee_accrued == taker.fee_accrued
             assert type(stored.fee_accrued) is int

@@ -22,8 +22,15 @@ from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
-from crossbook.adapters.sql import MAX_QUERY_LIMIT, Candle, SqlStore, StoredUser, StoreError
-from crossbook.adapters.sql import store as store_module
+from crossbook.adapters.sql import (
+    MAX_QUERY_LIMIT,
+    Candle,
+    SqlStore,
+    StoredUser,
+    StoreError,
+    connections,
+)
+from crossbook.adapters.sql import users as sql_users
 from crossbook.adapters.sql.rows import BatchRows
 from crossbook.adapters.sql.sqlite import SqliteWriter
 from crossbook.domain import (
@@ -84,13 +91,13 @@ def test_candles_of_known_trades(database_url: str) -> None:
     async def scenario() -> None:
         store = await known_trades_store(database_url)
         try:
-            assert await store.candles(BTC_USDT, MINUTE_MS) == [MINUTE_1, MINUTE_2, MINUTE_4]
-            assert await store.candles(ETH_BTC, MINUTE_MS) == [
+            assert await store.reads.candles(BTC_USDT, MINUTE_MS) == [MINUTE_1, MINUTE_2, MINUTE_4]
+            assert await store.reads.candles(ETH_BTC, MINUTE_MS) == [
                 Candle(60_000, 5_000, 5_000, 5_000, 5_000, 7, 35_000, 1)
             ]
-            assert await store.candles("XRP/USDT", MINUTE_MS) == []
+            assert await store.reads.candles("XRP/USDT", MINUTE_MS) == []
             # an interval longer than 2**31 ms: one candle of every trade
-            whole = await store.candles(BTC_USDT, 3_000_000_000)
+            whole = await store.reads.candles(BTC_USDT, 3_000_000_000)
             assert whole == [
                 Candle(0, 3_000_000, 3_002_000, 2_999_000, 3_002_000, 19, 57_006_200, 8)
             ]
@@ -108,7 +115,7 @@ def test_candle_ranges_are_inclusive_on_open_times_and_limit_keeps_the_newest(
         try:
 
             async def between(start: int | None, end: int | None, limit: int = 100) -> Any:
-                return await store.candles(
+                return await store.reads.candles(
                     BTC_USDT, MINUTE_MS, start_ms=start, end_ms=end, limit=limit
                 )
 
@@ -135,11 +142,11 @@ def test_candle_arguments_are_validated(database_url: str) -> None:
         try:
             for interval in (0, -MINUTE_MS, 2**63):
                 with pytest.raises(ValueError, match="interval_ms"):
-                    await store.candles(BTC_USDT, interval)
+                    await store.reads.candles(BTC_USDT, interval)
             for limit in (0, -1, MAX_QUERY_LIMIT + 1):
                 with pytest.raises(ValueError, match="limit"):
-                    await store.candles(BTC_USDT, MINUTE_MS, limit=limit)
-            assert len(await store.candles(BTC_USDT, 1, limit=MAX_QUERY_LIMIT)) == 6
+                    await store.reads.candles(BTC_USDT, MINUTE_MS, limit=limit)
+            assert len(await store.reads.candles(BTC_USDT, 1, limit=MAX_QUERY_LIMIT)) == 6
         finally:
             await store.close()
 
@@ -169,7 +176,7 @@ def test_candle_volumes_wider_than_64_bits_are_exact(database_url: str) -> None:
         store = await SqlStore.open(database_url)
         try:
             await store.commit(driver.take_batch())
-            (candle,) = await store.candles("BIG/WIDE", MINUTE_MS)
+            (candle,) = await store.reads.candles("BIG/WIDE", MINUTE_MS)
             assert 2 * price > 2**63 - 1
             assert candle == Candle(0, price, price, price, price, 2, 2 * price, 2)
         finally:
@@ -217,14 +224,16 @@ def test_candles_match_a_reference_on_random_trades(database_url: str) -> None:
             for symbol in (BTC_USDT, ETH_BTC):
                 for interval in (1, 1_000, 7_000, MINUTE_MS):
                     expected = reference_candles(trades, symbol, interval, 0, end)
-                    got = await store.candles(symbol, interval, limit=MAX_QUERY_LIMIT)
+                    got = await store.reads.candles(symbol, interval, limit=MAX_QUERY_LIMIT)
                     assert got == expected[-MAX_QUERY_LIMIT:]
                     assert len(expected) > 3 or interval == MINUTE_MS  # not a trivial run
                 # from inside the second candle (so it is left out) to the last one's open
                 opens = [c.open_time_ms for c in reference_candles(trades, symbol, 1_000, 0, end)]
                 start, stop = opens[1] + 1, opens[-1]
                 expected = reference_candles(trades, symbol, 1_000, start, stop)
-                ranged = await store.candles(symbol, 1_000, start_ms=start, end_ms=stop, limit=3)
+                ranged = await store.reads.candles(
+                    symbol, 1_000, start_ms=start, end_ms=stop, limit=3
+                )
                 assert ranged == expected[-3:] and len(ranged) == 3
                 assert [c.open_time_ms for c in expected] == opens[2:]
         finally:
@@ -240,37 +249,37 @@ def test_users_get_ids_from_1_in_order_and_page_by_id(database_url: str) -> None
     async def scenario() -> None:
         store = await SqlStore.open(database_url)
         try:
-            assert await store.list_users() == []
+            assert await store.users.list_users() == []
             created = [
-                await store.create_user("alice", 1_000),
-                await store.create_user(None, 2_000),
-                await store.create_user("carol", 3_000),
+                await store.users.create_user("alice", 1_000),
+                await store.users.create_user(None, 2_000),
+                await store.users.create_user("carol", 3_000),
             ]
             assert created == [
                 StoredUser(1, "alice", 1_000),
                 StoredUser(2, None, 2_000),
                 StoredUser(3, "carol", 3_000),
             ]
-            assert await store.get_user(2) == StoredUser(2, None, 2_000)
+            assert await store.users.get_user(2) == StoredUser(2, None, 2_000)
             for unknown in (0, 4, 10**9):
-                assert await store.get_user(unknown) is None
-            assert await store.list_users() == created
-            assert await store.list_users(after_user_id=1, limit=1) == created[1:2]
-            assert await store.list_users(after_user_id=3) == []
+                assert await store.users.get_user(unknown) is None
+            assert await store.users.list_users() == created
+            assert await store.users.list_users(after_user_id=1, limit=1) == created[1:2]
+            assert await store.users.list_users(after_user_id=3) == []
             pages: list[list[StoredUser]] = []
             after = 0
-            while page := await store.list_users(after_user_id=after, limit=2):
+            while page := await store.users.list_users(after_user_id=after, limit=2):
                 pages.append(page)
                 after = page[-1].user_id
             assert pages == [created[:2], created[2:]]
             for limit in (0, -1, MAX_QUERY_LIMIT + 1):
                 with pytest.raises(ValueError, match="limit"):
-                    await store.list_users(limit=limit)
+                    await store.users.list_users(limit=limit)
         finally:
             await store.close()
         async with await SqlStore.open(database_url) as reopened:  # users are durable
-            assert await reopened.list_users() == created
-            assert await reopened.create_user("dave", 4_000) == StoredUser(4, "dave", 4_000)
+            assert await reopened.users.list_users() == created
+            assert await reopened.users.create_user("dave", 4_000) == StoredUser(4, "dave", 4_000)
 
     asyncio.run(scenario())
 
@@ -278,10 +287,10 @@ def test_users_get_ids_from_1_in_order_and_page_by_id(database_url: str) -> None
 def test_concurrent_create_user_calls_get_distinct_consecutive_ids(database_url: str) -> None:
     async def scenario() -> None:
         async with await SqlStore.open(database_url) as store:
-            users = await asyncio.gather(*(store.create_user(f"u{i}", i) for i in range(8)))
+            users = await asyncio.gather(*(store.users.create_user(f"u{i}", i) for i in range(8)))
             assert sorted(u.user_id for u in users) == list(range(1, 9))
             assert {u.name: u.created_at_ms for u in users} == {f"u{i}": i for i in range(8)}
-            assert await store.list_users() == sorted(users, key=lambda u: u.user_id)
+            assert await store.users.list_users() == sorted(users, key=lambda u: u.user_id)
 
     asyncio.run(scenario())
 
@@ -296,15 +305,15 @@ def test_create_user_gives_up_after_its_attempts(
         attempts.append(statement)
         raise IntegrityError("INSERT INTO users …", None, Exception("duplicate key"))
 
-    monkeypatch.setattr(store_module._SqliteReader, "write", always_taken)
-    monkeypatch.setattr(store_module._PostgresReader, "write", always_taken)
+    monkeypatch.setattr(connections.SqliteReader, "write", always_taken)
+    monkeypatch.setattr(connections.PostgresReader, "write", always_taken)
 
     async def scenario() -> None:
         async with await SqlStore.open(database_url) as store:
             with pytest.raises(StoreError, match="user id") as raised:
-                await store.create_user("alice", 1_000)
+                await store.users.create_user("alice", 1_000)
             assert isinstance(raised.value.__cause__, IntegrityError)
-            assert len(attempts) == store_module.CREATE_USER_ATTEMPTS
+            assert len(attempts) == sql_users.CREATE_USER_ATTEMPTS
 
     asyncio.run(scenario())
 
@@ -346,7 +355,7 @@ def test_create_user_waits_while_the_engine_writer_commits_on_sqlite(
             try:
                 committing = asyncio.create_task(store.commit(driver.take_batch()))
                 assert await asyncio.to_thread(holding.wait, 60)
-                user = await store.create_user("alice", 1_000)
+                user = await store.users.create_user("alice", 1_000)
                 await committing
             finally:
                 event.remove(Engine, "connect", on_connect)
@@ -364,7 +373,7 @@ def test_create_user_waits_while_the_engine_writer_commits_on_sqlite(
 def test_ping_answers(database_url: str) -> None:
     async def scenario() -> None:
         async with await SqlStore.open(database_url) as store:
-            assert await store.ping() is None
+            assert await store.reads.ping() is None
 
     asyncio.run(scenario())
 
@@ -377,13 +386,13 @@ def test_ping_raises_once_the_database_is_gone(postgres_databases: Any) -> None:
 
     async def scenario() -> None:
         async with await SqlStore.open(url) as store:
-            await store.ping()
+            await store.reads.ping()
             admin = await asyncpg.connect(admin_url)
             try:
                 await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
             finally:
                 await admin.close()
             with pytest.raises(StoreUnavailableError):
-                await store.ping()
+                await store.reads.ping()
 
     asyncio.run(scenario())

@@ -125,7 +125,7 @@ async def verify(url: str, acknowledged: list[dict[str, Any]], kill: int) -> Non
         check_all(exchange)
         for answer in acknowledged:
             for order_id, user_id in answer["orders"]:
-                assert await store.get_order(user_id, order_id) is not None, (kill, order_id)
+                assert await store.reads.get_order(user_id, order_id) is not None, (kill, order_id)
     finally:
         await store.close()
     counters = state["counters"]

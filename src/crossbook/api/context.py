@@ -23,7 +23,7 @@ from crossbook.api.rate_limit import RateLimiter
 from crossbook.api.wallet_entry import WalletAccess
 from crossbook.config import Settings
 from crossbook.domain import Command, DomainError, ErrorCode, Event, MarketSpec
-from crossbook.engine.ports import ReadStore
+from crossbook.engine.ports import ReadStore, UserStore
 from crossbook.engine.read_model.market_data import MarketData, MarketInfo
 
 
@@ -44,6 +44,7 @@ class ApiContext:
     settings: Settings
     engine: CommandSink
     store: ReadStore
+    users: UserStore
     market_data: MarketData
     auth: Authenticator
     rate_limiter: RateLimiter

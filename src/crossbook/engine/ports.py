@@ -4,7 +4,10 @@ Adapters implement them (the SQL store, the wallet client); tests use fakes.
 
 `Store` is the engine's write side. `ReadStore` is what the API reads the
 committed truth through (DESIGN rule 4: whatever it returns has committed);
-every list it returns is bounded by its `limit` (1 to `MAX_READ_LIMIT`).
+every list it returns is bounded by its `limit` (1 to `MAX_READ_LIMIT`); it
+never writes. `UserStore` creates and reads users, `SettlementStore` is the
+settlement outbox of remote-wallet mode, `Wallet` the external wallet service,
+`Publisher` receives committed events, `Clock` tells the time.
 
 Outages: a store that cannot reach its database, or does not hear back in
 time, raises `StoreUnavailableError` (one exception whatever the driver), from
@@ -142,6 +145,14 @@ class ReadStore(Protocol):
         """The newest `limit` intervals with trades in the range, returned oldest first."""
         ...
 
+    async def ping(self) -> None:
+        """Raise if the database cannot answer a trivial query."""
+        ...
+
+
+class UserStore(Protocol):
+    """Users (accounts, not trading state): the one write outside the engine's batches."""
+
     async def create_user(self, name: str | None, created_at_ms: int) -> StoredUser: ...
 
     async def get_user(self, user_id: int) -> StoredUser | None: ...
@@ -152,10 +163,6 @@ class ReadStore(Protocol):
 
     async def last_user_id(self) -> int:
         """The highest user id (0 without users): users are 1..it, each new one the next."""
-        ...
-
-    async def ping(self) -> None:
-        """Raise if the database cannot answer a trivial query."""
         ...
 
 

@@ -1,8 +1,9 @@
-"""The SQL store: schema, migrations, the `SqlStore` adapter and its read models.
+"""The SQL store: schema, migrations and the engine's store ports on SQL.
 
-`SqlStore` implements the engine's `Store` and `ReadStore` ports on SQLite
-(embedded default) or PostgreSQL; `upgrade(url)` migrates a database without the
-store.
+On SQLite (embedded default) or PostgreSQL, one object per port: `SqlStore`
+(the engine's `Store`: `commit`, `load_state`), and on it `store.reads`
+(`ReadStore`), `store.users` (`UserStore`) and `store.settlements`
+(`SettlementStore`); `upgrade(url)` migrates a database without the store.
 """
 
 from crossbook.adapters.sql.errors import StoreConflictError, StoreError

@@ -83,7 +83,7 @@ UserIdPath = Annotated[
     summary="Create a user",
 )
 async def create_user(request: Request, body: CreateUserRequest, ctx: Context) -> Response:
-    user = await ctx.store.create_user(body.name, WALL_CLOCK.now_ms())
+    user = await ctx.users.create_user(body.name, WALL_CLOCK.now_ms())
     ctx.auth.user_created(user.user_id)
     return success(request, user_json(user), status=201)
 
@@ -98,7 +98,7 @@ async def list_users(
     request: Request, ctx: Context, after: IdCursor = None, limit: PageLimit = DEFAULT_PAGE_LIMIT
 ) -> Response:
     """`after`: only users with a larger id (a keyset cursor)."""
-    users = await ctx.store.list_users(after_user_id=cursor_id(after) or 0, limit=limit)
+    users = await ctx.users.list_users(after_user_id=cursor_id(after) or 0, limit=limit)
     return success(request, [user_json(u) for u in users])
 
 
@@ -257,7 +257,7 @@ def _asset(known: Any, code: str, decimals: int | None, field: str) -> Asset:
 
 async def _user(ctx: ApiContext, text: str) -> StoredUser:
     user_id = parse_id(text, ApiCode.USER_NOT_FOUND, "user id")
-    user = await ctx.store.get_user(user_id)
+    user = await ctx.users.get_user(user_id)
     if user is None:
         raise ApiError(ApiCode.USER_NOT_FOUND, f"user {text} not found", details={"id": text})
     return user
