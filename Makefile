@@ -22,7 +22,7 @@ help:
 	@echo "make test    lint, format check, mypy --strict, then the whole pytest suite"
 	@echo "make serve   run the server on :8080 (SQLite, default markets, demo users)"
 	@echo "make bench   run the engine benchmark"
-	@echo "make lint    ruff check + ruff format --check"
+	@echo "make lint    ruff check + ruff format --check + the layer contracts (lint-imports)"
 	@echo "make fmt     ruff format + ruff check --fix"
 	@echo "make clean   remove .venv, caches and build artefacts"
 
@@ -37,6 +37,7 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -1,0 +1,1 @@
+"""The gateways: REST v1, WebSocket streams, auth and error envelopes, over the engine."""
