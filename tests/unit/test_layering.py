@@ -102,6 +102,7 @@ LAYER_IMPORTS = {
         "crossbook.engine",
         "crossbook.adapters",
         "crossbook.wallet_protocol",
+        "crossbook.sql_support",
     ),
     "crossbook.api": (
         "crossbook.domain",
@@ -111,14 +112,15 @@ LAYER_IMPORTS = {
         "crossbook.config",  # the settings value object
         "crossbook.__version__",
     ),
-    # a separate application: the domain's ledger, the wallet port's types, SQL helpers
+    # a separate application: the domain's ledger, the wallet protocol, the shared SQL plumbing
     "crossbook.wallet_service": (
         "crossbook.domain",
         "crossbook.wallet_protocol",
-        "crossbook.engine.read_model.records",
-        "crossbook.adapters.sql",
+        "crossbook.sql_support",
         "crossbook.wallet_service",
     ),
+    # shared by adapters.sql and the wallet service, so it may import neither
+    "crossbook.sql_support": ("crossbook.domain", "crossbook.sql_support"),
 }
 
 

@@ -24,12 +24,13 @@ from pydantic import (
     model_validator,
 )
 
+from crossbook.domain.markets import ASSET_CODE_CHARS
 from crossbook.domain.units import INT64_MAX
 from crossbook.wallet_protocol import MAX_KEY_CHARS, WalletAccount, WalletOp, WalletOpKind
 from crossbook.wallet_service.model import WalletCode, WalletError
 
 KEY_PATTERN = rf"^[A-Za-z0-9:._-]{{1,{MAX_KEY_CHARS}}}$"
-ASSET_PATTERN = r"^[A-Z0-9]{1,16}$"
+ASSET_PATTERN = rf"^[A-Z0-9]{{1,{ASSET_CODE_CHARS}}}$"
 UNITS_PATTERN = r"^(0|[1-9][0-9]{0,18})$"  # at most 19 digits: the range is checked after
 
 Key = Annotated[str, StringConstraints(pattern=KEY_PATTERN)]

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, CheckConstraint, Column, MetaData, String, Table
 
-from crossbook.adapters.sql.schema import ASSET_CODE_CHARS, WideInteger
+from crossbook.domain.markets import ASSET_CODE_CHARS
+from crossbook.sql_support.wide_integer import WideInteger
 from crossbook.wallet_protocol import MAX_KEY_CHARS
 
 ENUM_CHARS = 16  # op kind, account, status

@@ -59,18 +59,18 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
-    Numeric,
     SmallInteger,
     String,
     Table,
     Text,
 )
 
-ASSET_CODE_CHARS = 16
+from crossbook.domain.markets import ASSET_CODE_CHARS
+from crossbook.sql_support.wide_integer import WideInteger
+
 SYMBOL_CHARS = 2 * ASSET_CODE_CHARS + 1
 CLIENT_ORDER_ID_CHARS = 64
 ENUM_CHARS = 32  # enum string values (side, status, close reason, event kind, …)
-WIDE_INTEGER_DIGITS = 40  # fee_accrued < 2**63 * 10**6 < 10**26
 
 SETTLED = "SETTLED"  # trades.settlement_status: embedded, settlement commits with the trade
 PENDING = "PENDING"  # remote-wallet mode: awaits its settlement (settled_at_ms 0 until then)
@@ -98,8 +98,6 @@ metadata = MetaData(
     }
 )
 
-# An integer wider than 64 bits, stored exactly.
-WideInteger = Numeric(WIDE_INTEGER_DIGITS, 0).with_variant(Text(), "sqlite")
 # A BIGINT primary key that is SQLite's rowid (only a column typed exactly INTEGER
 # is): no separate key index to maintain, lookups and appends go to the table itself.
 BigKey = BigInteger().with_variant(Integer(), "sqlite")

@@ -84,8 +84,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crossbook.adapters.sql import queries, settlement_queries
-from crossbook.adapters.sql.database import DatabaseUrl
-from crossbook.adapters.sql.engines import postgres_engine, sqlite_engine
 from crossbook.adapters.sql.errors import StoreConflictError, StoreError, is_unavailable
 from crossbook.adapters.sql.migrate import upgrade
 from crossbook.adapters.sql.postgres import PostgresWriter
@@ -104,6 +102,8 @@ from crossbook.engine.read_model.records import (
     StoredUser,
 )
 from crossbook.engine.settlement_plan import SettlementStatus, StoredSettlement
+from crossbook.sql_support.database import DatabaseUrl
+from crossbook.sql_support.engines import postgres_engine, sqlite_engine
 
 Rows = Sequence[RowMapping]
 _Write = tuple[Executable, Sequence[Mapping[str, Any]] | None]

@@ -1,6 +1,6 @@
 """Alembic environment of the wallet service: runs on the connection the caller hands it.
 
-There is no alembic.ini and no URL here: `crossbook.adapters.sql.migrate.upgrade`
+There is no alembic.ini and no URL here: `crossbook.sql_support.migrate.upgrade`
 with `WALLET_MIGRATIONS` (see `crossbook.wallet_service.store`) opens the
 connection and its transaction and passes it in `config.attributes`, together
 with the metadata and the version table (`wallet_alembic_version`).
@@ -18,7 +18,7 @@ def run_migrations() -> None:
     metadata = attributes.get("target_metadata")
     version_table = attributes.get("version_table")
     if not isinstance(connection, Connection) or not isinstance(metadata, MetaData):
-        raise RuntimeError("run migrations through crossbook.adapters.sql.migrate")
+        raise RuntimeError("run migrations through crossbook.sql_support.migrate")
     if not isinstance(version_table, str):
         raise RuntimeError("the wallet's migrations need their own version table")
     context.configure(
