@@ -1,4 +1,4 @@
-"""`WalletService`: balances in a domain `Ledger` in memory, every operation committed first.
+"""`WalletService`: balances in a `WalletLedger` in memory, every operation committed first.
 
     service = await WalletService.open(store)       # loads every balance and total
     receipt = await service.apply(op)               # a `WalletOp` of the engine's port
@@ -70,8 +70,9 @@ from typing import NoReturn
 import structlog
 
 from crossbook.domain.errors import DomainError, ErrorCode
-from crossbook.domain.ledger import Balance, Ledger
+from crossbook.domain.ledger import Balance
 from crossbook.wallet_protocol import WalletAccount, WalletBalance, WalletOp, WalletOpKind
+from crossbook.wallet_service.ledger import WalletLedger
 from crossbook.wallet_service.model import (
     MAX_ACCOUNT_UNITS,
     InvariantBrokenError,
@@ -115,7 +116,7 @@ class _Memory:
     """The ledger, the per-asset sums and which assets each user holds."""
 
     def __init__(self, state: WalletState) -> None:
-        self.ledger = Ledger()
+        self.ledger = WalletLedger()
         self.assets_of: dict[int, set[str]] = {}
         for stored in state.balances:
             balance = self.ledger.balances[(stored.user_id, stored.asset)] = Balance()
@@ -127,7 +128,7 @@ class _Memory:
         self.sums = full_sums(self.ledger)
 
 
-def full_sums(ledger: Ledger) -> dict[str, int]:
+def full_sums(ledger: WalletLedger) -> dict[str, int]:
     sums: dict[str, int] = {}
     for (_user_id, asset), balance in ledger.balances.items():
         sums[asset] = sums.get(asset, 0) + balance.total
@@ -157,7 +158,7 @@ class _Batch:
         else:
             self.voided[hold.key] = void_key
 
-    def change(self, ledger: Ledger) -> Change:
+    def change(self, ledger: WalletLedger) -> Change:
         balances = []
         for user_id, asset in sorted(self.balances):
             balance = ledger.balances[(user_id, asset)]
@@ -529,7 +530,7 @@ class WalletService:
         raise error
 
 
-def _total(ledger: Ledger, user_id: int, asset: str) -> int:
+def _total(ledger: WalletLedger, user_id: int, asset: str) -> int:
     balance = ledger.balances.get((user_id, asset))
     return 0 if balance is None else balance.total
 
