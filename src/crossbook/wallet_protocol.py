@@ -17,6 +17,11 @@ with different parameters is refused (IDEMPOTENCY_KEY_REUSED).
   released (its whole amount), and either way a later hold with that key is
   refused. It makes an ambiguous hold (a timeout: applied or not?) safe.
 
+Every request carries `Authorization: Bearer <service token>`, one token both
+sides are configured with. Outside development it must be at least
+`MIN_SERVICE_TOKEN_CHARS` long and not `DEVELOPMENT_SERVICE_TOKEN` (which anyone
+can read here): the settings of both sides refuse to start otherwise.
+
 Amounts are integer minor units of the asset (DESIGN rule 5). Standard library only.
 """
 
@@ -26,6 +31,8 @@ import enum
 from dataclasses import dataclass
 
 MAX_KEY_CHARS = 200
+DEVELOPMENT_SERVICE_TOKEN = "crossbook-wallet-development-token-not-for-production"
+MIN_SERVICE_TOKEN_CHARS = 32
 
 
 class WalletOpKind(enum.StrEnum):
