@@ -33,14 +33,19 @@ from crossbook.sql_support.migrate import (
     run_with_connection,
     upgrade,
 )
-from crossbook.wallet_protocol import WalletAccount, WalletBalance, WalletOp, WalletOpKind
+from crossbook.wallet_protocol import (
+    WalletAccount,
+    WalletBalance,
+    WalletCode,
+    WalletOp,
+    WalletOpKind,
+)
 from crossbook.wallet_service.model import (
     MAX_ACCOUNT_UNITS,
     InvariantBrokenError,
     OperationRecord,
     OperationStatus,
     Receipt,
-    WalletCode,
     WalletError,
 )
 from crossbook.wallet_service.schema import VERSION_TABLE, metadata

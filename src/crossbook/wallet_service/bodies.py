@@ -26,8 +26,14 @@ from pydantic import (
 
 from crossbook.domain.markets import ASSET_CODE_CHARS
 from crossbook.domain.units import INT64_MAX
-from crossbook.wallet_protocol import MAX_KEY_CHARS, WalletAccount, WalletOp, WalletOpKind
-from crossbook.wallet_service.model import WalletCode, WalletError
+from crossbook.wallet_protocol import (
+    MAX_KEY_CHARS,
+    WalletAccount,
+    WalletCode,
+    WalletOp,
+    WalletOpKind,
+)
+from crossbook.wallet_service.model import WalletError
 
 KEY_PATTERN = rf"^[A-Za-z0-9:._-]{{1,{MAX_KEY_CHARS}}}$"
 ASSET_PATTERN = rf"^[A-Z0-9]{{1,{ASSET_CODE_CHARS}}}$"

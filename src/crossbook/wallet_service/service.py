@@ -71,7 +71,13 @@ import structlog
 
 from crossbook.domain.errors import DomainError, ErrorCode
 from crossbook.domain.ledger import Balance
-from crossbook.wallet_protocol import WalletAccount, WalletBalance, WalletOp, WalletOpKind
+from crossbook.wallet_protocol import (
+    WalletAccount,
+    WalletBalance,
+    WalletCode,
+    WalletOp,
+    WalletOpKind,
+)
 from crossbook.wallet_service.ledger import WalletLedger
 from crossbook.wallet_service.model import (
     MAX_ACCOUNT_UNITS,
@@ -79,7 +85,6 @@ from crossbook.wallet_service.model import (
     OperationRecord,
     OperationStatus,
     Receipt,
-    WalletCode,
     WalletError,
 )
 from crossbook.wallet_service.store import AssetTotals, Change, WalletState, WalletStore
