@@ -8,7 +8,10 @@ lock that serialises its migrators. The exchange's store has one
 (`wallet_service.store.WALLET_MIGRATIONS`); with their own version tables and
 lock keys two histories never meet, even in one database.
 
-`upgrade(url, revision, migrations)` brings a database to `revision`. Each run
+`upgrade(url, revision, migrations)` brings a database to `revision`; the
+history's `env.py` is one call, `run_environment()`, which migrates on the
+connection `upgrade` hands it (no URL there; offline SQL scripts are refused).
+Each run
 is one transaction: on PostgreSQL it first takes an advisory lock
 (`lock_key`), on SQLite `BEGIN IMMEDIATE`, so two processes migrating at once
 run one after the other.
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from alembic import command
+from alembic import command, context
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, MetaData, text
@@ -103,6 +106,34 @@ async def _run_postgres(db: DatabaseUrl, work: Callable[[Connection], T]) -> T:
             return await connection.run_sync(work)
     finally:
         await engine.dispose()
+
+
+def run_environment() -> None:
+    """The body of a history's `env.py`: migrate on the connection `alembic_config` passed.
+
+    The connection (in its transaction), the metadata and the version table come
+    from `config.attributes`; anything else (a bare `alembic` command) is refused.
+    """
+    if context.is_offline_mode():
+        raise RuntimeError("offline (SQL script) migrations are not supported")
+    attributes = context.config.attributes
+    connection = attributes.get("connection")
+    metadata = attributes.get("target_metadata")
+    version_table = attributes.get("version_table")
+    if not (
+        isinstance(connection, Connection)
+        and isinstance(metadata, MetaData)
+        and isinstance(version_table, str)
+    ):
+        raise RuntimeError("run migrations through crossbook.sql_support.migrate")
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        version_table=version_table,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    context.run_migrations()
 
 
 def _upgrade(connection: Connection, revision: str, migrations: Migrations) -> None:

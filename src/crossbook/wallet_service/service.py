@@ -1,7 +1,7 @@
 """`WalletService`: balances in a `WalletLedger` in memory, every operation committed first.
 
     service = await WalletService.open(store)       # loads every balance and total
-    receipt = await service.apply(op)               # a `WalletOp` of the engine's port
+    receipt = await service.apply(op)               # a `WalletOp` of the wallet protocol
     service.balances(user_id); service.totals(); await service.operation(key)
 
 Group commit. `apply` puts the operation on a bounded queue and waits; ONE

@@ -66,6 +66,7 @@ from sqlalchemy import (
 )
 
 from crossbook.domain.markets import ASSET_CODE_CHARS
+from crossbook.sql_support.naming import NAMING_CONVENTION
 from crossbook.sql_support.wide_integer import WideInteger
 
 SYMBOL_CHARS = 2 * ASSET_CODE_CHARS + 1
@@ -88,15 +89,7 @@ LEG_KINDS = (LEG_BUYER_PAYS, LEG_BUYER_RECEIVES, LEG_SELLER_DELIVERS, LEG_SELLER
 
 ENGINE_STATE_ID = 1
 
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 # A BIGINT primary key that is SQLite's rowid (only a column typed exactly INTEGER
 # is): no separate key index to maintain, lookups and appends go to the table itself.
