@@ -31,7 +31,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from crossbook.wallet_service.settings import DEVELOPMENT_SERVICE_TOKEN, MIN_SERVICE_TOKEN_CHARS
+from crossbook.wallet_protocol import DEVELOPMENT_SERVICE_TOKEN, MIN_SERVICE_TOKEN_CHARS
 
 DEVELOPMENT_JWT_SECRET = "crossbook-development-secret-not-for-production"
 MIN_JWT_SECRET_CHARS = 32

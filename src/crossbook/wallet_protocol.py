@@ -3,7 +3,8 @@
 The wallet service is a separate application; the exchange reaches it over
 HTTP (`adapters.wallet_client`). Both sides import this module, and nothing else
 of each other: an operation's kind, the part of a balance it touches, the
-operation itself, its receipt and a balance as the wallet reports it.
+operation itself, its receipt, a balance as the wallet reports it, the codes of
+its refusals and the rules of the service token.
 
 Every operation carries a caller-chosen `key`. Applying the same key twice
 applies it once and returns the first receipt (`replayed=True`); the same key
@@ -17,6 +18,14 @@ with different parameters is refused (IDEMPOTENCY_KEY_REUSED).
   released (its whole amount), and either way a later hold with that key is
   refused. It makes an ambiguous hold (a timeout: applied or not?) safe.
 
+Every request carries `Authorization: Bearer <service token>`, one token both
+sides are configured with. Outside development it must be at least
+`MIN_SERVICE_TOKEN_CHARS` long and not `DEVELOPMENT_SERVICE_TOKEN` (which anyone
+can read here): the settings of both sides refuse any other.
+
+A refusal answers one of the stable `WalletCode`s (the service maps each to an
+HTTP status); the exchange matches on them, e.g. INSUFFICIENT_BALANCE.
+
 Amounts are integer minor units of the asset (DESIGN rule 5). Standard library only.
 """
 
@@ -26,6 +35,8 @@ import enum
 from dataclasses import dataclass
 
 MAX_KEY_CHARS = 200
+DEVELOPMENT_SERVICE_TOKEN = "crossbook-wallet-development-token-not-for-production"
+MIN_SERVICE_TOKEN_CHARS = 32
 
 
 class WalletOpKind(enum.StrEnum):
@@ -43,6 +54,26 @@ class WalletAccount(enum.StrEnum):
 
     AVAILABLE = "available"
     LOCKED = "locked"
+
+
+class WalletCode(enum.StrEnum):
+    """Stable refusal codes of the wallet's API. Never rename one: clients match on them."""
+
+    INVALID_REQUEST = "INVALID_REQUEST"
+    UNAUTHORIZED = "UNAUTHORIZED"
+    NOT_FOUND = "NOT_FOUND"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+    HOLD_VOIDED = "HOLD_VOIDED"
+    VOID_TARGET_NOT_HOLD = "VOID_TARGET_NOT_HOLD"
+    VOID_TARGET_MISMATCH = "VOID_TARGET_MISMATCH"
+    INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"
+    BALANCE_LIMIT_EXCEEDED = "BALANCE_LIMIT_EXCEEDED"
+    INJECTED_REJECTION = "INJECTED_REJECTION"
+    WALLET_FAULT = "WALLET_FAULT"  # an injected 500
+    WALLET_UNAVAILABLE = "WALLET_UNAVAILABLE"  # database failed or queue full: retry, same key
+    WALLET_HALTED = "WALLET_HALTED"  # an invariant broke: the service stops
+    INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug
 
 
 @dataclass(frozen=True, slots=True)

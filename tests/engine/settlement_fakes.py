@@ -3,7 +3,7 @@
 - `MemorySettlementStore`: the `SettlementStore` protocol on a dict; `add` inserts
   a planned settlement PENDING, as the engine's commit does. It keeps every
   record written (`history`) so a test can see how often a settlement was settled.
-- `FakeWallet`: the `Wallet` port on a domain `Ledger`, with the port's
+- `FakeWallet`: the `Wallet` port on a `WalletLedger`, with the port's
   idempotency (same key and request: the first receipt, `replayed=True`, applied
   once; same key, another request: IDEMPOTENCY_KEY_REUSED) and void semantics,
   plus scripted faults (`Fault`): DOWN (unavailable, nothing applied), LOST_REPLY
@@ -22,12 +22,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from crossbook.domain import DomainError
-from crossbook.domain.ledger import Ledger
 from crossbook.engine.ports import WalletRejectedError, WalletUnavailableError
 from crossbook.engine.read_model.records import StoredBalance
 from crossbook.engine.settlement import pending_settlement
 from crossbook.engine.settlement_plan import PlannedSettlement, SettlementStatus, StoredSettlement
 from crossbook.wallet_protocol import WalletAccount, WalletOp, WalletOpKind, WalletReceipt
+from crossbook.wallet_service.ledger import WalletLedger
 
 
 class FakeClock:
@@ -147,10 +147,10 @@ class _Record:
 
 
 class FakeWallet:
-    """The `Wallet` port on a `Ledger`, idempotent by key, with scripted faults."""
+    """The `Wallet` port on a `WalletLedger`, idempotent by key, with scripted faults."""
 
     def __init__(self, clock: FakeClock | None = None) -> None:
-        self.ledger = Ledger()
+        self.ledger = WalletLedger()
         self.clock = clock or FakeClock()
         self.faults: list[Fault] = []
         self.calls: list[tuple[str, str]] = []  # (key, outcome) of every apply

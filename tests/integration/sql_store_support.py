@@ -23,7 +23,6 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from crossbook.adapters.sql.migrate import run_with_connection
 from crossbook.domain import (
     AmendOrder,
     CancelOrder,
@@ -47,6 +46,7 @@ from crossbook.domain import (
 )
 from crossbook.domain.orders import order_record
 from crossbook.engine.batch import BatchBuilder, CommitBatch
+from crossbook.sql_support.migrate import run_with_connection
 
 USERS = (1, 2, 3, 4, 5)
 BTC_USDT = "BTC/USDT"

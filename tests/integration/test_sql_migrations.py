@@ -7,15 +7,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect
 
-from crossbook.adapters.sql.migrate import (
-    alembic_config,
-    current_revision,
-    run_with_connection,
-    upgrade,
-)
+from crossbook.adapters.sql.migrate import alembic_config, current_revision, upgrade
 from crossbook.adapters.sql.rows import EVENT_COLUMNS, LEDGER_COLUMNS, TRADE_COLUMNS
 from crossbook.adapters.sql.schema import metadata, orders
 from crossbook.domain.orders import RECORD_FIELDS
+from crossbook.sql_support.migrate import run_with_connection
 
 
 def schema_diff(connection: Connection) -> list[object]:

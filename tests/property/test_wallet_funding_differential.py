@@ -3,7 +3,7 @@
 Two exchanges receive the same random stream of commands:
 - EMBEDDED: the users' money is deposited into the exchange's own ledger;
 - WALLET (`Funding.WALLET`): the same money is deposited into a model wallet, a
-  `Ledger` used as the wallet service uses its ledger. Before each command the
+  `WalletLedger`, the wallet service's ledger. Before each command the
   wallet locks the hold `domain/funding` computes (on the WALLET exchange's
   current book and orders); after it, the wallet applies the command's events:
   per trade the legs (debit the buyer's quote and the seller's base from
@@ -74,8 +74,8 @@ from crossbook.domain import (
 )
 from crossbook.domain.funding import amend_hold_units, place_hold_units, reserve_asset
 from crossbook.domain.invariants import check_all
-from crossbook.domain.ledger import Ledger
 from crossbook.domain.orders import order_record
+from crossbook.wallet_service.ledger import WalletLedger
 
 BTC = "BTC/USDT"
 ETH = "ETH/USDT"
@@ -291,7 +291,7 @@ class Pair:
         self.symbols = SYMBOLS[:symbol_count]
         self.embedded = Exchange(None, Funding.EMBEDDED)
         self.remote = Exchange(None, Funding.WALLET)
-        self.wallet = Ledger()
+        self.wallet = WalletLedger()
         self.holds = 0
         self.log: list[str] = []  # the commands so far, for failure messages
         self.embedded_events: list[Event] = []  # the last accepted command's, per exchange

@@ -1,7 +1,7 @@
 """Remote-wallet funding (`Funding.WALLET`) and the hold arithmetic of `domain/funding`.
 
 Every case drives a wallet-funded exchange together with a model wallet (a
-`Ledger` used the way the wallet service uses its ledger): the wallet locks a
+`WalletLedger`, the wallet service's ledger): the wallet locks a
 hold before the command, and after it applies the command's events: each
 trade's legs (debit the payers' locked funds, credit the payees' available
 funds), `HoldReleased` (locked -> available) and `HoldVoided` (the voided hold
@@ -62,8 +62,8 @@ from crossbook.domain.funding import (
     reserve_asset,
 )
 from crossbook.domain.invariants import check_all
-from crossbook.domain.ledger import Ledger
 from crossbook.domain.snapshot import restore
+from crossbook.wallet_service.ledger import WalletLedger
 
 BTC = "BTC/USDT"
 WALLET_START = 1_000_000  # minor units of each asset each user holds in the wallet
@@ -98,7 +98,7 @@ class WalletDesk:
     def __init__(self) -> None:
         self.ex = new_exchange(Funding.WALLET)
         self.spec: MarketSpec = self.ex.market(BTC).spec
-        self.wallet = Ledger()
+        self.wallet = WalletLedger()
         self.holds = 0
         self.events: list[Event] = []  # every accepted command's events
         for user in USERS:

@@ -28,7 +28,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from crossbook.adapters.sql.migrate import upgrade
+from crossbook.sql_support.migrate import upgrade
 from crossbook.wallet_service.schema import metadata
 from crossbook.wallet_service.store import WALLET_MIGRATIONS
 

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from crossbook.wallet_service.settings import (
-    DEVELOPMENT_SERVICE_TOKEN,
-    MIN_SERVICE_TOKEN_CHARS,
-    WalletSettings,
-    load_wallet_settings,
-)
+from crossbook.wallet_protocol import DEVELOPMENT_SERVICE_TOKEN, MIN_SERVICE_TOKEN_CHARS
+from crossbook.wallet_service.settings import WalletSettings, load_wallet_settings
 
 GOOD_TOKEN = "t" * MIN_SERVICE_TOKEN_CHARS
 

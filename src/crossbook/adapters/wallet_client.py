@@ -12,7 +12,7 @@ answer).
 - `GET /v1/balances/{user_id}` answers `{"success": true, "data": [...]}`;
 - errors answer `{"success": false, "error": {"code", "message", "details"}}`.
 
-Error mapping (the port's two kinds, see `crossbook.engine.wallet`):
+Error mapping (the port's two kinds, see `crossbook.engine.ports`):
 - 200 with a well-formed body → the receipt (its key, op, user, asset and, but
   for a void, amount must be those of the operation sent) or the balances;
 - 4xx except 408 and 429 → `WalletRejectedError(code, message, details)`: the

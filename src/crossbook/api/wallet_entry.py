@@ -60,7 +60,7 @@ from crossbook.engine.ports import Wallet, WalletRejectedError, WalletUnavailabl
 from crossbook.engine.read_model.market_data import MarketData
 from crossbook.engine.read_model.records import StoredBalance, StoredOrder
 from crossbook.engine.settlement import SettlementService
-from crossbook.wallet_protocol import WalletOp, WalletOpKind
+from crossbook.wallet_protocol import WalletCode, WalletOp, WalletOpKind
 
 log = structlog.get_logger(__name__)
 
@@ -197,7 +197,7 @@ class WalletAccess:
         try:
             await self.wallet.apply(WalletOp(hold.key, WalletOpKind.HOLD, user_id, asset, units))
         except WalletRejectedError as error:
-            if error.code == ErrorCode.INSUFFICIENT_BALANCE:
+            if error.code == WalletCode.INSUFFICIENT_BALANCE:
                 raise insufficient_balance(asset, units, error) from None
             raise wallet_unavailable(error.code) from None
         except WalletCircuitOpenError:
@@ -241,9 +241,9 @@ class WalletAccess:
         try:
             await self.wallet.apply(op)
         except WalletRejectedError as error:
-            if error.code == ErrorCode.INSUFFICIENT_BALANCE:
+            if error.code == WalletCode.INSUFFICIENT_BALANCE:
                 raise insufficient_balance(op.asset, op.amount_units, error) from None
-            if error.code == "IDEMPOTENCY_KEY_REUSED":
+            if error.code == WalletCode.IDEMPOTENCY_KEY_REUSED:
                 raise ApiError(
                     ApiCode.IDEMPOTENCY_KEY_REUSED,
                     "this Idempotency-Key was used for a different transfer",

@@ -3,12 +3,8 @@
 Money enters only by `deposit` and leaves only by `withdraw`; every other move
 is between accounts or between a user's own available and locked funds, so per
 asset the sum over all accounts (fee account included) always equals
-`net_deposits[asset] - in_transit[asset]`.
-
-`debit` and `credit` move money one side at a time, for a ledger whose transfers
-arrive as separate legs (the wallet service): a debit puts the amount "in
-transit" until the matching credit takes it out. The exchange never uses them,
-so for it `in_transit` stays empty and the sum equals `net_deposits`.
+`net_deposits[asset]`. Remote-wallet mode is the exception: `fund` lends the
+engine money the wallet holds, outside `net_deposits`, and `sweep` hands it back.
 
 Invariants:
 - no balance is ever negative: `withdraw` and `reserve` refuse with
@@ -42,12 +38,11 @@ class Balance:
 
 
 class Ledger:
-    __slots__ = ("balances", "in_transit", "net_deposits", "touched")
+    __slots__ = ("balances", "net_deposits", "touched")
 
     def __init__(self) -> None:
         self.balances: dict[BalanceKey, Balance] = {}
         self.net_deposits: dict[str, int] = {}
-        self.in_transit: dict[str, int] = {}
         self.touched: dict[BalanceKey, Balance] = {}
 
     def _get(self, user_id: int, asset: str) -> Balance:
@@ -88,39 +83,6 @@ class Ledger:
                 required=amount,
                 available=have,
             )
-
-    def require_locked(self, user_id: int, asset: str, amount: int) -> None:
-        """Refuse (changing nothing) unless `amount` is locked."""
-        have = self.locked(user_id, asset)
-        if have < amount:
-            raise DomainError(
-                ErrorCode.INSUFFICIENT_BALANCE,
-                f"insufficient locked {asset} balance",
-                asset=asset,
-                required=amount,
-                locked=have,
-            )
-
-    def debit(self, user_id: int, asset: str, amount: int, *, from_locked: bool) -> None:
-        """Take `amount` out of the account (into transit), or refuse changing nothing."""
-        assert amount > 0, amount
-        if from_locked:
-            self.require_locked(user_id, asset, amount)
-            self._get(user_id, asset).locked -= amount
-        else:
-            self.require_available(user_id, asset, amount)
-            self._get(user_id, asset).available -= amount
-        self.in_transit[asset] = self.in_transit.get(asset, 0) + amount
-
-    def credit(self, user_id: int, asset: str, amount: int, *, to_locked: bool) -> None:
-        """Put `amount` into the account (out of transit)."""
-        assert amount > 0, amount
-        balance = self._get(user_id, asset)
-        if to_locked:
-            balance.locked += amount
-        else:
-            balance.available += amount
-        self.in_transit[asset] = self.in_transit.get(asset, 0) - amount
 
     def reserve(self, user_id: int, asset: str, amount: int) -> None:
         """Move `amount` from available to locked, or refuse changing nothing."""

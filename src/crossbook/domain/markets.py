@@ -30,7 +30,9 @@ MAX_ASSET_DECIMALS = 18
 DEFAULT_MAKER_FEE_RATE = "0.0005"
 DEFAULT_TAKER_FEE_RATE = "0.001"
 
-_ASSET_CODE = re.compile(r"[A-Z0-9]{1,16}")
+ASSET_CODE_CHARS = 16  # an asset code is 1 to 16 of A-Z, 0-9
+
+_ASSET_CODE = re.compile(rf"[A-Z0-9]{{1,{ASSET_CODE_CHARS}}}")
 
 
 class MarketStatus(enum.StrEnum):

@@ -1,15 +1,21 @@
 """The external wallet service (`crossbook wallet serve`): balances in a process of its own.
 
 The exchange engine in remote-wallet mode keeps no balances: it asks this
-service, through the `Wallet` port (`crossbook.engine.wallet`), to hold,
-release, debit and credit funds. The service has its own database (SQLite by
-default, PostgreSQL by URL) and an HTTP API authenticated by one service token.
+service, through its `Wallet` port (`crossbook.engine.ports`) and over HTTP, to
+hold, release, debit and credit funds. The service has its own database (SQLite
+by default, PostgreSQL by URL) and an HTTP API authenticated by one service token.
+
+Both sides share only `crossbook.wallet_protocol` (operations, receipts) and
+the database plumbing of `crossbook.sql_support`; the service imports nothing
+of the exchange's engine, api or adapters (a layering test checks it).
 
 Modules: `settings` (CROSSBOOK_WALLET_*), `schema` and `migrations` (its own
-tables and Alembic history), `store` (SQLAlchemy Core), `service` (the domain
-`Ledger` in memory, one operation at a time, committed before it is answered),
-`bodies` (strict request validation), `faults` (injected failures for tests),
-`app` (the HTTP routes), `server` (uvicorn, logging, start and stop).
+tables and Alembic history), `store` (SQLAlchemy Core), `ledger` (the domain
+`Ledger` plus debits, credits and the money in transit between them),
+`service` (that ledger in memory, one operation at a time, committed before it
+is answered), `bodies` (strict request validation), `faults` (injected
+failures for tests), `app` (the HTTP routes), `server` (uvicorn, logging,
+start and stop).
 
 Invariants:
 - balances per (user, asset) are integer minor units, available and locked,

@@ -40,12 +40,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from crossbook.domain.units import INT64_MAX
+from crossbook.wallet_protocol import WalletCode
 from crossbook.wallet_service.bodies import KEY_PATTERN, OperationBody, parse
 from crossbook.wallet_service.faults import FaultMode, Faults, FaultsBody
 from crossbook.wallet_service.model import (
     OperationRecord,
     Receipt,
-    WalletCode,
     WalletError,
 )
 from crossbook.wallet_service.service import WalletService

@@ -4,7 +4,7 @@ Every malformed body is a 400 INVALID_REQUEST naming the field: unknown fields
 are refused, types are never coerced (an amount is a string of decimal digits,
 a user id a JSON integer), amounts are canonical (`"0"` or no leading zero) and
 at most 2**63 - 1, keys are 1..200 characters of `[A-Za-z0-9:._-]`, assets 1..16
-of `[A-Z0-9]`. The cross-field rules of the engine's `WalletOp` are checked here
+of `[A-Z0-9]`. The cross-field rules of the protocol's `WalletOp` are checked here
 too (a void has a `target_key` and no amount; everything else a positive amount
 and no `target_key`; `account` other than available only on debit and credit),
 so a valid body always makes a valid `WalletOp`.
@@ -24,12 +24,19 @@ from pydantic import (
     model_validator,
 )
 
+from crossbook.domain.markets import ASSET_CODE_CHARS
 from crossbook.domain.units import INT64_MAX
-from crossbook.wallet_protocol import MAX_KEY_CHARS, WalletAccount, WalletOp, WalletOpKind
-from crossbook.wallet_service.model import WalletCode, WalletError
+from crossbook.wallet_protocol import (
+    MAX_KEY_CHARS,
+    WalletAccount,
+    WalletCode,
+    WalletOp,
+    WalletOpKind,
+)
+from crossbook.wallet_service.model import WalletError
 
 KEY_PATTERN = rf"^[A-Za-z0-9:._-]{{1,{MAX_KEY_CHARS}}}$"
-ASSET_PATTERN = r"^[A-Z0-9]{1,16}$"
+ASSET_PATTERN = rf"^[A-Z0-9]{{1,{ASSET_CODE_CHARS}}}$"
 UNITS_PATTERN = r"^(0|[1-9][0-9]{0,18})$"  # at most 19 digits: the range is checked after
 
 Key = Annotated[str, StringConstraints(pattern=KEY_PATTERN)]

@@ -5,9 +5,10 @@
 (`result_units`, `applied_at_ms`) and its status. `Receipt` is what a caller
 gets back: the record and whether this call replayed it.
 
-`WalletError` is an expected refusal with a stable `WalletCode`; `STATUS` maps
-each code to its HTTP status in ONE place. A refusal means nothing was applied
-and nothing recorded: the same key may be sent again later.
+`WalletError` is an expected refusal with a stable `WalletCode` (the protocol's,
+see `crossbook.wallet_protocol`); `STATUS` maps each code to its HTTP status in
+ONE place. A refusal means nothing was applied and nothing recorded: the same
+key may be sent again later.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from crossbook.domain.units import INT64_MAX
-from crossbook.wallet_protocol import WalletAccount, WalletOp, WalletOpKind
+from crossbook.wallet_protocol import WalletAccount, WalletCode, WalletOp, WalletOpKind
 from crossbook.wallet_service.schema import STATUS_APPLIED, STATUS_TOMBSTONE, STATUS_VOIDED
 
 MAX_ACCOUNT_UNITS = INT64_MAX  # available + locked of one (user, asset), see `schema`
@@ -90,26 +91,6 @@ class OperationRecord:
 class Receipt:
     record: OperationRecord
     replayed: bool
-
-
-class WalletCode(enum.StrEnum):
-    """Stable refusal codes of the wallet's API. Never rename one: clients match on them."""
-
-    INVALID_REQUEST = "INVALID_REQUEST"
-    UNAUTHORIZED = "UNAUTHORIZED"
-    NOT_FOUND = "NOT_FOUND"
-    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
-    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
-    HOLD_VOIDED = "HOLD_VOIDED"
-    VOID_TARGET_NOT_HOLD = "VOID_TARGET_NOT_HOLD"
-    VOID_TARGET_MISMATCH = "VOID_TARGET_MISMATCH"
-    INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"
-    BALANCE_LIMIT_EXCEEDED = "BALANCE_LIMIT_EXCEEDED"
-    INJECTED_REJECTION = "INJECTED_REJECTION"
-    WALLET_FAULT = "WALLET_FAULT"  # an injected 500
-    WALLET_UNAVAILABLE = "WALLET_UNAVAILABLE"  # database failed or queue full: retry, same key
-    WALLET_HALTED = "WALLET_HALTED"  # an invariant broke: the service stops
-    INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug
 
 
 STATUS: Mapping[WalletCode, int] = {

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, CheckConstraint, Column, MetaData, String, Table
 
-from crossbook.adapters.sql.schema import ASSET_CODE_CHARS, WideInteger
+from crossbook.domain.markets import ASSET_CODE_CHARS
+from crossbook.sql_support.naming import NAMING_CONVENTION
+from crossbook.sql_support.wide_integer import WideInteger
 from crossbook.wallet_protocol import MAX_KEY_CHARS
 
 ENUM_CHARS = 16  # op kind, account, status
@@ -41,15 +43,7 @@ STATUS_APPLIED = "applied"
 STATUS_VOIDED = "voided"
 STATUS_TOMBSTONE = "tombstone"
 
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 def _bigint(name: str) -> Column[int]:

@@ -1,7 +1,7 @@
-"""`WalletService`: balances in a domain `Ledger` in memory, every operation committed first.
+"""`WalletService`: balances in a `WalletLedger` in memory, every operation committed first.
 
     service = await WalletService.open(store)       # loads every balance and total
-    receipt = await service.apply(op)               # a `WalletOp` of the engine's port
+    receipt = await service.apply(op)               # a `WalletOp` of the wallet protocol
     service.balances(user_id); service.totals(); await service.operation(key)
 
 Group commit. `apply` puts the operation on a bounded queue and waits; ONE
@@ -70,15 +70,21 @@ from typing import NoReturn
 import structlog
 
 from crossbook.domain.errors import DomainError, ErrorCode
-from crossbook.domain.ledger import Balance, Ledger
-from crossbook.wallet_protocol import WalletAccount, WalletBalance, WalletOp, WalletOpKind
+from crossbook.domain.ledger import Balance
+from crossbook.wallet_protocol import (
+    WalletAccount,
+    WalletBalance,
+    WalletCode,
+    WalletOp,
+    WalletOpKind,
+)
+from crossbook.wallet_service.ledger import WalletLedger
 from crossbook.wallet_service.model import (
     MAX_ACCOUNT_UNITS,
     InvariantBrokenError,
     OperationRecord,
     OperationStatus,
     Receipt,
-    WalletCode,
     WalletError,
 )
 from crossbook.wallet_service.store import AssetTotals, Change, WalletState, WalletStore
@@ -115,7 +121,7 @@ class _Memory:
     """The ledger, the per-asset sums and which assets each user holds."""
 
     def __init__(self, state: WalletState) -> None:
-        self.ledger = Ledger()
+        self.ledger = WalletLedger()
         self.assets_of: dict[int, set[str]] = {}
         for stored in state.balances:
             balance = self.ledger.balances[(stored.user_id, stored.asset)] = Balance()
@@ -127,7 +133,7 @@ class _Memory:
         self.sums = full_sums(self.ledger)
 
 
-def full_sums(ledger: Ledger) -> dict[str, int]:
+def full_sums(ledger: WalletLedger) -> dict[str, int]:
     sums: dict[str, int] = {}
     for (_user_id, asset), balance in ledger.balances.items():
         sums[asset] = sums.get(asset, 0) + balance.total
@@ -157,7 +163,7 @@ class _Batch:
         else:
             self.voided[hold.key] = void_key
 
-    def change(self, ledger: Ledger) -> Change:
+    def change(self, ledger: WalletLedger) -> Change:
         balances = []
         for user_id, asset in sorted(self.balances):
             balance = ledger.balances[(user_id, asset)]
@@ -529,7 +535,7 @@ class WalletService:
         raise error
 
 
-def _total(ledger: Ledger, user_id: int, asset: str) -> int:
+def _total(ledger: WalletLedger, user_id: int, asset: str) -> int:
     balance = ledger.balances.get((user_id, asset))
     return 0 if balance is None else balance.total
 

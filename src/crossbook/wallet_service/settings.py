@@ -19,8 +19,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEVELOPMENT_SERVICE_TOKEN = "crossbook-wallet-development-token-not-for-production"
-MIN_SERVICE_TOKEN_CHARS = 32
+from crossbook.wallet_protocol import DEVELOPMENT_SERVICE_TOKEN, MIN_SERVICE_TOKEN_CHARS
+
 DEFAULT_DATABASE_URL = "sqlite:///crossbook-wallet.db"
 DEFAULT_PORT = 8090
 

@@ -7,7 +7,7 @@
     await store.commit(change)              # a batch's writes, one transaction: all or none
     await store.close()
 
-SQLite: stdlib `sqlite3` engines (`adapters.sql.engines`) used from worker
+SQLite: stdlib `sqlite3` engines (`sql_support.engines`) used from worker
 threads, in WAL mode with `PRAGMA synchronous` from the URL (default FULL: a
 committed operation survives a crash of the process and of the machine);
 writes in `BEGIN IMMEDIATE`, reads in deferred snapshots. PostgreSQL: an async
@@ -47,10 +47,10 @@ from sqlalchemy import Connection, Engine, RowMapping, Table, case, event, selec
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from crossbook.adapters.sql.database import DatabaseUrl
-from crossbook.adapters.sql.engines import postgres_engine, sqlite_engine
-from crossbook.adapters.sql.migrate import Migrations, upgrade
-from crossbook.adapters.sql.rows import wide_value
+from crossbook.sql_support.database import DatabaseUrl
+from crossbook.sql_support.engines import postgres_engine, sqlite_engine
+from crossbook.sql_support.migrate import Migrations, upgrade
+from crossbook.sql_support.wide_integer import wide_value
 from crossbook.wallet_protocol import WalletAccount, WalletBalance, WalletOpKind
 from crossbook.wallet_service.model import OperationRecord, OperationStatus
 from crossbook.wallet_service.schema import (

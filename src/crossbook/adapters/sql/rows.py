@@ -53,6 +53,7 @@ from crossbook.domain.orders import RECORD_FIELDS
 from crossbook.domain.units import INT64_MAX
 from crossbook.engine.batch import CommitBatch
 from crossbook.engine.settlement_plan import PlannedSettlement, SettlementStatus
+from crossbook.sql_support.wide_integer import wide_value
 
 EventRow = tuple[int, int, str, str | None, int, str]
 LedgerRow = tuple[int, int, str, int, str, int | None, int | None]
@@ -378,15 +379,6 @@ def order_rows(records: list[dict[str, Any]], *, wide_as_text: bool) -> list[Ord
             if row[i] > INT64_MAX:
                 rows[n] = (*row[:i], str(row[i]), *row[i + 1 :])
     return rows
-
-
-def wide_value(value: int, *, as_text: bool) -> int | str:
-    """A `WideInteger` for the driver: decimal text on SQLite beyond 64 bits, else the int.
-
-    On SQLite an integer bound to the TEXT column is stored as its decimal text by
-    the column's affinity, so only values the driver cannot bind are converted here.
-    """
-    return str(value) if as_text and not -INT64_MAX - 1 <= value <= INT64_MAX else value
 
 
 def _market_row(market: dict[str, Any]) -> MarketRow:

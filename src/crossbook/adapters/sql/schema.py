@@ -59,18 +59,19 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
-    Numeric,
     SmallInteger,
     String,
     Table,
     Text,
 )
 
-ASSET_CODE_CHARS = 16
+from crossbook.domain.markets import ASSET_CODE_CHARS
+from crossbook.sql_support.naming import NAMING_CONVENTION
+from crossbook.sql_support.wide_integer import WideInteger
+
 SYMBOL_CHARS = 2 * ASSET_CODE_CHARS + 1
 CLIENT_ORDER_ID_CHARS = 64
 ENUM_CHARS = 32  # enum string values (side, status, close reason, event kind, …)
-WIDE_INTEGER_DIGITS = 40  # fee_accrued < 2**63 * 10**6 < 10**26
 
 SETTLED = "SETTLED"  # trades.settlement_status: embedded, settlement commits with the trade
 PENDING = "PENDING"  # remote-wallet mode: awaits its settlement (settled_at_ms 0 until then)
@@ -88,18 +89,8 @@ LEG_KINDS = (LEG_BUYER_PAYS, LEG_BUYER_RECEIVES, LEG_SELLER_DELIVERS, LEG_SELLER
 
 ENGINE_STATE_ID = 1
 
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
-# An integer wider than 64 bits, stored exactly.
-WideInteger = Numeric(WIDE_INTEGER_DIGITS, 0).with_variant(Text(), "sqlite")
 # A BIGINT primary key that is SQLite's rowid (only a column typed exactly INTEGER
 # is): no separate key index to maintain, lookups and appends go to the table itself.
 BigKey = BigInteger().with_variant(Integer(), "sqlite")

@@ -81,8 +81,6 @@ from crossbook.adapters.sql.connections import (
     SqliteReader,
     translated,
 )
-from crossbook.adapters.sql.database import DatabaseUrl
-from crossbook.adapters.sql.engines import postgres_engine, sqlite_engine
 from crossbook.adapters.sql.errors import StoreConflictError, StoreError
 from crossbook.adapters.sql.migrate import upgrade
 from crossbook.adapters.sql.postgres import PostgresWriter
@@ -95,6 +93,8 @@ from crossbook.adapters.sql.users import SqlUsers
 from crossbook.domain import MarketStatus
 from crossbook.engine.batch import CommitBatch
 from crossbook.engine.read_model.records import StoredOrder
+from crossbook.sql_support.database import DatabaseUrl
+from crossbook.sql_support.engines import postgres_engine, sqlite_engine
 
 DEFAULT_COMMIT_DEADLINE_MS = 1_000  # a commit that has not ended by then fails
 DEFAULT_READ_TIMEOUT_MS = 5_000  # a read (or a short write of its own) that has not either

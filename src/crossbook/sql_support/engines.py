@@ -1,15 +1,21 @@
-"""SQLAlchemy engines for migrations and reads (the write path does not use them).
+"""SQLAlchemy engines with the settings every crossbook database is opened with.
+
+The exchange's store uses them for migrations and reads (its write path keeps
+connections of its own); the wallet service for all its work.
 
 SQLite: the stdlib driver with its implicit transaction handling turned off, so
 that SQLAlchemy's `begin` issues a real `BEGIN` (DDL included, so a migration is
 all or nothing): `BEGIN IMMEDIATE` for writers (it takes the write lock at once,
 so concurrent migrators queue instead of failing mid-way), plain `BEGIN` for
-readers (in WAL mode a read transaction sees one consistent snapshot).
+readers (in WAL mode a read transaction sees one consistent snapshot); foreign
+keys enforced.
 
-PostgreSQL: an async engine on asyncpg.
+PostgreSQL: an async engine on asyncpg, with pre-ping and no overflow beyond
+its pool.
 
 Both take optional time bounds (SQLite's busy timeout, PostgreSQL's connect,
-statement and pool timeouts), which the store sets from its read timeout.
+statement and pool timeouts), which the caller sets (the exchange's store from
+its read timeout).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any, Literal
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from crossbook.adapters.sql.database import DatabaseUrl
+from crossbook.sql_support.database import DatabaseUrl
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 POSTGRES_READ_POOL_SIZE = 4

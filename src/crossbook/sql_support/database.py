@@ -1,12 +1,14 @@
 """Database URLs: which backend, and how each library is told to reach it.
 
+Shared by every crossbook database (the exchange's store, the wallet service's).
 Accepted forms:
 - `sqlite:///relative/file.db`, `sqlite:////absolute/file.db`: the embedded
   default. An optional `?synchronous=full|normal` picks SQLite's durability
-  (default `full`, see `store`); no other query parameter is accepted;
+  (default `full`; the store that opens the file applies it); no other query
+  parameter is accepted;
 - `postgresql://user@host:port/dbname` (also `postgres://` and
-  `postgresql+asyncpg://`): the asyncpg driver is used for both the hot path and
-  SQLAlchemy.
+  `postgresql+asyncpg://`): the asyncpg driver is used, directly (`asyncpg_dsn`)
+  and under SQLAlchemy (`sqlalchemy_url`).
 
 Known limit: an in-memory SQLite database is refused, since the migrations, the
 writer and the readers each open their own connection to the same file.
