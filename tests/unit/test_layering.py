@@ -108,7 +108,6 @@ LAYER_IMPORTS = {
         "crossbook.engine",
         "crossbook.api",
         "crossbook.wallet_protocol",
-        "crossbook.config",  # the settings value object
         "crossbook.__version__",
     ),
     # a separate application: the domain's ledger, the wallet port's types, SQL helpers
