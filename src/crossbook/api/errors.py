@@ -17,6 +17,7 @@ refusal has the same code on the wire and in `crossbook_orders`.
 from __future__ import annotations
 
 import enum
+import typing
 from collections.abc import Mapping
 
 from crossbook.domain import DomainError, ErrorCode
@@ -176,13 +177,7 @@ EngineRefusal = (
     | TransferRefusedError
     | InvalidIdempotencyKeyError
 )
-ENGINE_REFUSALS: tuple[type[Exception], ...] = (
-    EngineOverloadedError,
-    EngineUnavailableError,
-    WalletOutageError,
-    TransferRefusedError,
-    InvalidIdempotencyKeyError,
-)
+ENGINE_REFUSALS: tuple[type[Exception], ...] = typing.get_args(EngineRefusal)  # one handler each
 
 
 def from_engine(error: EngineRefusal) -> ApiError:
