@@ -1,26 +1,31 @@
 """The composition root of the server: the one place that picks concrete adapters.
 
     async with open_runtime(settings) as runtime:   # store, engine, projection, hub
-        app = create_app(settings, runtime.metrics)
-        attach(app, runtime)
+        app = create_app(api_options(settings), runtime.metrics)
+        attach(app, runtime.context, runtime.hub)
 
 Start-up order (DESIGN rule 4 holds from the first request):
 1. open the store (migrations applied);
 2. start the engine, which recovers the committed exchange from the store;
 3. read the last 24 h of one-minute candles of its markets (the tickers' window);
-4. build the market-data projection from that committed exchange and point the
-   engine's publisher at the stream hub, which applies every later committed
-   batch. Steps 2-4 see one committed state: the engine is idle until the first
+4. build the market-data projection and the index of open orders' acceptances
+   from that committed exchange and point the engine's publisher at the stream
+   hub (which applies every later committed batch to the projection) and the
+   index. Steps 2-4 see one committed state: the engine is idle until the first
    `submit`, and nothing can submit before this function hands out the context;
-5. on an empty database, create the default assets and markets; with `demo`,
+5. build the engine-layer services the gateways call: order entry (with its
+   funding strategy, chosen here once) and funds, both reporting outcomes to
+   the API's metrics;
+6. on an empty database, create the default assets and markets; with `demo`,
    also two funded users (development only).
 Shutdown stops the engine (queued callers get "unavailable") and closes the store.
 
 Remote-wallet mode (`wallet_url` set): the exchange is wallet-funded, the
-wallet client sits behind a circuit breaker, and the settlement workers are the
-engine's second publisher; they start before the first request (after a scan of
-the outbox for settlements left PENDING by an earlier run) and stop after the
-engine.
+wallet client sits behind a circuit breaker, orders are funded by wallet holds
+(`WalletFunding`) and balances live in the wallet (`WalletFunds`); the
+settlement workers are the engine's last publisher; they start before the first
+request (after a scan of the outbox for settlements left PENDING by an earlier
+run) and stop after the engine.
 """
 
 from __future__ import annotations
@@ -37,16 +42,15 @@ from crossbook.adapters.sql import SqlStore
 from crossbook.adapters.wallet_client import HttpWallet
 from crossbook.api.auth import Authenticator, Principal, Role, TokenCodec
 from crossbook.api.book_cache import BookCache
-from crossbook.api.context import ApiContext
+from crossbook.api.context import ApiContext, ApiOptions
+from crossbook.api.errors import outcome_code
 from crossbook.api.metrics import ApiMetrics
 from crossbook.api.rate_limit import RateLimiter
-from crossbook.api.wallet_entry import WalletAccess
 from crossbook.api.ws import StreamHub, StreamLimits
 from crossbook.config import Settings
 from crossbook.domain import (
     CreateAsset,
     CreateMarket,
-    Deposit,
     Event,
     ExchangeLimits,
     Funding,
@@ -54,13 +58,17 @@ from crossbook.domain import (
 from crossbook.engine.breaker import CircuitBreaker
 from crossbook.engine.clock import WALL_CLOCK
 from crossbook.engine.engine import Engine, EngineLimits
+from crossbook.engine.funds import EmbeddedFunds, Funds, WalletFunds
 from crossbook.engine.guarded_wallet import GuardedWallet
+from crossbook.engine.open_orders import OpenOrderIndex
+from crossbook.engine.order_entry import EmbeddedFunding, OrderEntry, OrderFunding
 from crossbook.engine.ports import MAX_READ_LIMIT, Publisher
 from crossbook.engine.read_model.market_data import DEFAULT_WINDOW_MINUTES, MINUTE_MS, MarketData
 from crossbook.engine.read_model.records import Candle
 from crossbook.engine.retry import RetryPolicy
 from crossbook.engine.settlement import SettlementLimits, SettlementService
-from crossbook.wallet_protocol import WalletOpKind
+from crossbook.engine.submission import CommandSubmitter, OutcomeListener
+from crossbook.engine.wallet_funding import WalletFunding, stored_resting_asks
 
 log = structlog.get_logger(__name__)
 
@@ -92,6 +100,23 @@ class _Relay:
 
 
 @dataclass(slots=True)
+class _RemoteWallet:
+    """Remote-wallet mode's parts: its client (closed last), workers and strategies."""
+
+    client: HttpWallet
+    settlements: SettlementService
+    funding: WalletFunding
+    funds: WalletFunds
+
+    async def close(self) -> None:
+        try:
+            await self.settlements.stop()
+            await self.funding.close()
+        finally:
+            await self.client.aclose()
+
+
+@dataclass(slots=True)
 class Runtime:
     settings: Settings
     store: SqlStore
@@ -100,7 +125,31 @@ class Runtime:
     hub: StreamHub
     metrics: ApiMetrics
     context: ApiContext
-    wallet: WalletAccess | None
+    setup_funds: Funds  # this module's own transfers (demo users): no API outcomes
+
+
+def api_options(settings: Settings) -> ApiOptions:
+    """What the API takes from the settings."""
+    token = settings.metrics_token
+    return ApiOptions(
+        docs_served=settings.docs_served,
+        metrics_served=settings.metrics_served,
+        metrics_token=None if token is None else token.get_secret_value(),
+        max_body_bytes=settings.max_body_bytes,
+        read_rate_per_s=settings.read_rate_per_s,
+        read_burst=settings.read_burst,
+        maker_fee_rate=settings.maker_fee_rate,
+        taker_fee_rate=settings.taker_fee_rate,
+    )
+
+
+def counted_outcomes(metrics: ApiMetrics) -> OutcomeListener:
+    """Every outcome of a command submitted for the API, counted by action and result."""
+
+    def count(action: str, refusal: Exception | None) -> None:
+        metrics.orders.labels(action, outcome_code(refusal)).inc()
+
+    return count
 
 
 @contextlib.asynccontextmanager
@@ -157,27 +206,39 @@ async def open_runtime(
             engine_balances=settings.wallet_url is None,
         )
         relay.targets.append(hub)
+        open_orders = OpenOrderIndex.from_orders(engine.exchange.orders.values())
+        relay.targets.append(open_orders)
         wallet = (
             None
             if settings.wallet_url is None
-            else _wallet_access(settings, store, metrics, engine)
+            else _remote_wallet(settings, store, metrics, engine, market_data)
         )
         if wallet is not None:
             relay.targets.append(wallet.settlements)
         metrics.watch_engine(lambda: engine.queue_depth, lambda: engine.available)
+        submitter = CommandSubmitter(engine, counted_outcomes(metrics))
+        if wallet is None:  # the one choice of funding strategy
+            funding: OrderFunding = EmbeddedFunding()
+            funds: Funds = EmbeddedFunds(submitter, store.reads)
+            setup_funds: Funds = EmbeddedFunds(CommandSubmitter(engine), store.reads)
+        else:
+            funding, funds, setup_funds = wallet.funding, wallet.funds, wallet.funds
         context = ApiContext(
-            settings=settings,
+            options=api_options(settings),
             engine=engine,
+            orders=OrderEntry(submitter, funding, open_orders, store.reads),
+            funds=funds,
+            commands=submitter,
             store=store.reads,
             users=store.users,
             market_data=market_data,
             auth=auth,
             rate_limiter=RateLimiter(settings.order_rate_per_s, settings.order_burst),
             metrics=metrics,
-            wallet=wallet,
+            settlements=None if wallet is None else wallet.settlements,
             books=books,
         )
-        runtime = Runtime(settings, store, engine, market_data, hub, metrics, context, wallet)
+        runtime = Runtime(settings, store, engine, market_data, hub, metrics, context, setup_funds)
         try:
             if wallet is not None:
                 await wallet.settlements.start()
@@ -189,15 +250,16 @@ async def open_runtime(
         finally:
             await engine.stop()
             if wallet is not None:
-                await _close_wallet_access(wallet)
+                await wallet.close()
     finally:
         await store.close()
 
 
-def _wallet_access(
-    settings: Settings, store: SqlStore, metrics: ApiMetrics, engine: Engine
-) -> WalletAccess:
-    """The wallet client behind its breaker, and the settlement workers (not started)."""
+def _remote_wallet(
+    settings: Settings, store: SqlStore, metrics: ApiMetrics, engine: Engine, books: MarketData
+) -> _RemoteWallet:
+    """The wallet client behind its breaker, the settlement workers (not started), and
+    the wallet-funded strategies of order entry and funds."""
     assert settings.wallet_url is not None
     client = HttpWallet(
         settings.wallet_url,
@@ -225,15 +287,15 @@ def _wallet_access(
         specs=lambda symbol: engine.exchange.markets[symbol].spec,  # immutable once created
     )
     metrics.watch_settlements(settlements.stats, lambda: settlements.pending, lambda: breaker.state)
-    return WalletAccess(guarded, breaker, settlements, client, settings.market_buy_hold_margin_bps)
-
-
-async def _close_wallet_access(wallet: WalletAccess) -> None:
-    try:
-        await wallet.settlements.stop()
-        await wallet.close()
-    finally:
-        await wallet.client.aclose()
+    funding = WalletFunding(
+        guarded,
+        engine,
+        books,
+        stored_resting_asks(store.reads),
+        max_levels=settings.max_fills_per_order,  # a market buy walks no more levels
+        market_buy_margin_bps=settings.market_buy_hold_margin_bps,
+    )
+    return _RemoteWallet(client, settlements, funding, WalletFunds(guarded))
 
 
 async def _recent_minute_candles(
@@ -290,12 +352,8 @@ async def create_demo_users(runtime: Runtime) -> None:
         user = await runtime.store.users.create_user(name, WALL_CLOCK.now_ms())
         runtime.context.auth.user_created(user.user_id)
         for asset, units in DEMO_FUNDS:
-            if asset not in runtime.market_data.assets():
-                continue
-            if runtime.wallet is None:
-                await runtime.engine.submit(Deposit(user.user_id, asset, units))
-            else:
-                await runtime.wallet.transfer(WalletOpKind.DEPOSIT, user.user_id, asset, units)
+            if asset in runtime.market_data.assets():
+                await runtime.setup_funds.deposit(user.user_id, asset, units)
         token = runtime.context.auth.tokens.issue(Principal(Role.TRADER, user.user_id))
         log.info("demo user", name=name, user_id=user.user_id, token=token)
 

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from crossbook.api.app import attach, create_app
 from crossbook.api.connections import ConnectionGuard, ConnectionLimits, guarded_protocols
 from crossbook.api.metrics import ApiMetrics
-from crossbook.bootstrap import configure_logging, open_runtime
+from crossbook.bootstrap import api_options, configure_logging, open_runtime
 from crossbook.config import Settings, load_settings
 
 log = structlog.get_logger(__name__)
@@ -49,7 +49,7 @@ def build_app(
             )
             yield
 
-    return create_app(settings, metrics, lifespan)
+    return create_app(api_options(settings), metrics, lifespan)
 
 
 def uvicorn_config(

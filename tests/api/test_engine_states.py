@@ -1,9 +1,9 @@
 """Engine states reach clients as documented: overloaded → 429, unavailable → 503.
 
 The app runs in-process (httpx's ASGI transport) on a real runtime whose engine
-port is swapped for a fake that refuses, which is how these states arise (a full
-queue, a failed commit): the commit-failure path itself is covered end to end by
-tests/engine and tests/recovery.
+is swapped, under its order-entry service too, for a fake that refuses, which is
+how these states arise (a full queue, a failed commit): the commit-failure path
+itself is covered end to end by tests/engine and tests/recovery.
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ import pytest
 
 from crossbook.api.app import attach, create_app
 from crossbook.api.auth import Principal, Role
-from crossbook.bootstrap import open_runtime
+from crossbook.bootstrap import api_options, counted_outcomes, open_runtime
 from crossbook.domain import Command, Event
 from crossbook.engine.engine import EngineOverloadedError, EngineUnavailableError
+from crossbook.engine.open_orders import OpenOrderIndex
+from crossbook.engine.order_entry import EmbeddedFunding, OrderEntry
+from crossbook.engine.submission import CommandSubmitter
 
 from api_support import settings_for
 
@@ -56,8 +59,12 @@ def test_engine_refusals_map_to_status_and_retry_after(
         settings = settings_for(f"sqlite:///{tmp_path / 'db.sqlite'}")
         async with open_runtime(settings) as runtime:
             engine = RefusingEngine(error)
-            context = dataclasses.replace(runtime.context, engine=engine)
-            app = create_app(settings, runtime.metrics)
+            submitter = CommandSubmitter(engine, counted_outcomes(runtime.metrics))
+            orders = OrderEntry(submitter, EmbeddedFunding(), OpenOrderIndex(), runtime.store)
+            context = dataclasses.replace(
+                runtime.context, engine=engine, orders=orders, commands=submitter
+            )
+            app = create_app(api_options(settings), runtime.metrics)
             attach(app, context, runtime.hub)
             user = await runtime.store.users.create_user("trader", 0)
             context.auth.user_created(user.user_id)

@@ -12,7 +12,7 @@ import pytest
 import structlog
 
 from crossbook.api.app import attach, create_app
-from crossbook.bootstrap import DEMO_USERS, configure_logging, open_runtime
+from crossbook.bootstrap import DEMO_USERS, api_options, configure_logging, open_runtime
 
 from api_support import settings_for
 
@@ -54,7 +54,7 @@ def test_requests_are_logged_as_json_with_their_request_id(
 
     async def call() -> httpx.Response:
         async with open_runtime(settings) as runtime:
-            app = create_app(settings, runtime.metrics)
+            app = create_app(api_options(settings), runtime.metrics)
             attach(app, runtime.context, runtime.hub)
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:

@@ -21,7 +21,7 @@ from crossbook.api.app import validation_error
 from crossbook.api.auth import TokenCodec
 from crossbook.api.envelope import failure_body, ms_from_iso, plain_json
 from crossbook.api.errors import ApiError
-from crossbook.api.order_entry import amend_command, place_command
+from crossbook.api.order_requests import amend_command, place_command
 from crossbook.api.params import (
     MAX_ECHO_CHARS,
     MAX_EPOCH_MS,

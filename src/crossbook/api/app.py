@@ -1,14 +1,16 @@
 """The FastAPI application: REST v1 under `/api/v1`, the WebSocket at `/ws`, operations.
 
-`create_app(settings, metrics)` wires routes, the gateway middleware and the exception
+`create_app(options, metrics)` wires routes, the gateway middleware and the exception
 handlers that turn every refusal into the seed's error envelope. No handler
-returns a 5xx for bad input: a `DomainError` or `ApiError` maps to its 4xx, a
+returns a 5xx for bad input: a `DomainError` or `ApiError` maps to its 4xx, an
+engine-layer refusal (engine overloaded or unavailable, wallet outage, refused
+transfer) to its code through `errors.from_engine`, a
 malformed body to 400 with the field's code, an unknown route to 404 and a known
 path with another method to 405 (`Allow` naming every method of that path); only
 an unexpected exception gives 500 INTERNAL_ERROR, which is a bug: the gateway
 middleware answers it in the envelope with a trace id, logs it, and keeps the
 connection usable. `/docs`, `/redoc` and `/openapi.json` are served only when the
-settings say so (by default in development).
+options say so (the settings' default: in development).
 """
 
 from __future__ import annotations
@@ -26,9 +28,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from crossbook import __version__
-from crossbook.api.context import ApiContext
+from crossbook.api.context import ApiContext, ApiOptions
 from crossbook.api.envelope import failure
-from crossbook.api.errors import FIELD_CODES, REFERENCE_CODES, ApiCode, ApiError, from_domain
+from crossbook.api.errors import (
+    ENGINE_REFUSALS,
+    FIELD_CODES,
+    REFERENCE_CODES,
+    ApiCode,
+    ApiError,
+    EngineRefusal,
+    from_domain,
+    from_engine,
+)
 from crossbook.api.metrics import ApiMetrics
 from crossbook.api.middleware import GatewayMiddleware
 from crossbook.api.params import echo
@@ -36,7 +47,6 @@ from crossbook.api.rate_limit import RateLimiter
 from crossbook.api.routes import account, admin, market, ops, orders, settlements
 from crossbook.api.ws import StreamHub
 from crossbook.api.ws import router as ws_router
-from crossbook.config import Settings
 from crossbook.domain import DomainError
 from crossbook.engine.ports import StoreUnavailableError
 
@@ -55,10 +65,10 @@ Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
 def create_app(
-    settings: Settings, metrics: ApiMetrics, lifespan: Lifespan | None = None
+    options: ApiOptions, metrics: ApiMetrics, lifespan: Lifespan | None = None
 ) -> FastAPI:
     """The app; `attach` gives it its runtime (in `lifespan`, or before serving)."""
-    docs = settings.docs_served
+    docs = options.docs_served
     app = FastAPI(
         title="crossbook",
         version=__version__,
@@ -74,11 +84,13 @@ def create_app(
     app.add_middleware(
         GatewayMiddleware,
         metrics=metrics,
-        max_body_bytes=settings.max_body_bytes,
-        read_limiter=RateLimiter(settings.read_rate_per_s, settings.read_burst),
+        max_body_bytes=options.max_body_bytes,
+        read_limiter=RateLimiter(options.read_rate_per_s, options.read_burst),
     )
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(DomainError, _domain_error)
+    for refusal in ENGINE_REFUSALS:
+        app.add_exception_handler(refusal, _engine_refusal)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(StoreUnavailableError, _store_unavailable)
@@ -116,6 +128,11 @@ async def _domain_error(request: Request, exc: Exception) -> Response:
     error = from_domain(exc)
     error.details = _edge_details(request, error.details)
     return failure(request, error)
+
+
+async def _engine_refusal(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, EngineRefusal)
+    return failure(request, from_engine(exc))
 
 
 def _edge_details(request: Request, details: dict[str, object]) -> dict[str, object]:

@@ -1,17 +1,20 @@
 """`ApiContext`: everything a request handler may use, built by the composition root.
 
-Handlers reach it through `context_of(request)`; they never construct adapters.
-Reads of public market state go through `market_data` (a projection of committed
-events); reads of accounts and history through `store` (the committed database);
-every change goes through `engine.submit`. So nothing a handler returns can
-show an uncommitted change (DESIGN rule 4). In remote-wallet mode `wallet` is
-set: balances are read from the wallet service, and orders are held there first.
+Handlers reach it through `context_of(request)`; they never construct adapters
+and never read settings: what they need of them is in `options`. Reads of public
+market state go through `market_data` (a projection of committed events); reads
+of accounts and history through `store` (the committed database) and `funds`
+(balances, wherever they live). Every change goes through the engine layer:
+orders through `orders` (the order-entry service), deposits and withdrawals
+through `funds`, plain admin commands (assets, markets, halts) through
+`commands`. So nothing a handler returns can show an uncommitted change (DESIGN
+rule 4), and no handler knows whether balances are embedded or in a wallet
+service; `settlements` exists only in remote-wallet mode.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from starlette.requests import HTTPConnection
 
@@ -20,36 +23,43 @@ from crossbook.api.book_cache import BookCache
 from crossbook.api.errors import ApiCode, ApiError
 from crossbook.api.metrics import ApiMetrics
 from crossbook.api.rate_limit import RateLimiter
-from crossbook.api.wallet_entry import WalletAccess
-from crossbook.config import Settings
-from crossbook.domain import Command, DomainError, ErrorCode, Event, MarketSpec
+from crossbook.domain import DomainError, ErrorCode, MarketSpec
+from crossbook.engine.funds import Funds
+from crossbook.engine.order_entry import OrderEntry
 from crossbook.engine.ports import ReadStore, UserStore
 from crossbook.engine.read_model.market_data import MarketData, MarketInfo
+from crossbook.engine.settlement import SettlementService
+from crossbook.engine.submission import CommandSubmitter, EngineState
 
 
-class CommandSink(Protocol):
-    """The engine as handlers see it (`Engine` satisfies this)."""
+@dataclass(frozen=True, slots=True)
+class ApiOptions:
+    """What the API takes from the settings (the composition root builds it)."""
 
-    @property
-    def available(self) -> bool: ...
-
-    @property
-    def queue_depth(self) -> int: ...
-
-    async def submit(self, command: Command) -> list[Event]: ...
+    docs_served: bool  # /docs, /redoc, /openapi.json
+    metrics_served: bool  # /metrics (404 otherwise)
+    metrics_token: str | None = field(repr=False)  # if set, /metrics needs it as a bearer
+    max_body_bytes: int
+    read_rate_per_s: float  # per client address
+    read_burst: int
+    maker_fee_rate: str  # a new market's, when the request names none
+    taker_fee_rate: str
 
 
 @dataclass(slots=True)
 class ApiContext:
-    settings: Settings
-    engine: CommandSink
+    options: ApiOptions
+    engine: EngineState  # health and metrics only: changes go through the services below
+    orders: OrderEntry
+    funds: Funds
+    commands: CommandSubmitter  # admin commands that are plain engine commands
     store: ReadStore
     users: UserStore
     market_data: MarketData
     auth: Authenticator
     rate_limiter: RateLimiter
     metrics: ApiMetrics
-    wallet: WalletAccess | None = None  # remote-wallet mode: balances live in the wallet
+    settlements: SettlementService | None = None  # remote-wallet mode only
     books: BookCache = field(default_factory=BookCache)  # rendered REST books
 
     # -- markets ---------------------------------------------------------------------

@@ -7,14 +7,23 @@ requests). Every rejection is a 4xx except `ENGINE_UNAVAILABLE`,
 not answer a read in time), `SERVER_BUSY` (503: every connection
 the server takes is in use), `NOT_READY` (503, only from `/ready`) and
 `INTERNAL_ERROR` (500, a bug).
+
+The engine layer's refusals (engine overloaded or unavailable, wallet outage,
+a refused transfer) become their API errors in `from_engine`, and the outcome
+of a submitted command is labelled for metrics by `outcome_code`, so a
+refusal has the same code on the wire and in `crossbook_orders`.
 """
 
 from __future__ import annotations
 
 import enum
+import typing
 from collections.abc import Mapping
 
 from crossbook.domain import DomainError, ErrorCode
+from crossbook.engine.engine import EngineOverloadedError, EngineUnavailableError
+from crossbook.engine.funds import InvalidIdempotencyKeyError, TransferRefusedError
+from crossbook.engine.order_entry import WalletOutageError
 
 
 class ApiCode(enum.StrEnum):
@@ -159,3 +168,70 @@ def status_of(code: str) -> int:
 
 def from_domain(error: DomainError) -> ApiError:
     return ApiError(error.code, error.message, details=error.details)
+
+
+EngineRefusal = (
+    EngineOverloadedError
+    | EngineUnavailableError
+    | WalletOutageError
+    | TransferRefusedError
+    | InvalidIdempotencyKeyError
+)
+ENGINE_REFUSALS: tuple[type[Exception], ...] = typing.get_args(EngineRefusal)  # one handler each
+
+
+def from_engine(error: EngineRefusal) -> ApiError:
+    """The API error of an engine-layer refusal (a `DomainError` maps by its code)."""
+    if isinstance(error, EngineOverloadedError):
+        return ApiError(
+            ApiCode.ENGINE_OVERLOADED, "engine queue is full", headers={"Retry-After": "1"}
+        )
+    if isinstance(error, EngineUnavailableError):
+        return engine_unavailable(error)
+    if isinstance(error, WalletOutageError):
+        return ApiError(
+            ApiCode.WALLET_UNAVAILABLE,
+            f"wallet service unavailable ({error.reason}); nothing was accepted, retry"
+            " (a transfer: with the same Idempotency-Key)",
+            headers={"Retry-After": "1"},
+        )
+    if isinstance(error, InvalidIdempotencyKeyError):
+        return ApiError(
+            ApiCode.INVALID_REQUEST,
+            "Idempotency-Key must be 1-64 characters of A-Z a-z 0-9 . _ : -",
+            details={"field": "Idempotency-Key"},
+        )
+    if error.code == ApiCode.IDEMPOTENCY_KEY_REUSED:
+        return ApiError(
+            ApiCode.IDEMPOTENCY_KEY_REUSED,
+            "this Idempotency-Key was used for a different transfer",
+        )
+    return ApiError(ApiCode.INVALID_REQUEST, error.message, details=error.details)
+
+
+def engine_unavailable(unavailable: EngineUnavailableError) -> ApiError:
+    """503 ENGINE_UNAVAILABLE, saying whether anything may have been done."""
+    if unavailable.outcome_unknown:
+        return ApiError(
+            ApiCode.ENGINE_UNAVAILABLE,
+            "engine unavailable; the outcome is unknown: look the order up by its "
+            "client_order_id before retrying",
+            headers={"Retry-After": "1"},
+            details={"outcome": "unknown"},
+        )
+    return ApiError(
+        ApiCode.ENGINE_UNAVAILABLE,
+        "engine unavailable; nothing was done, retry",
+        headers={"Retry-After": "1"},
+        details={"outcome": "not_done"},
+    )
+
+
+def outcome_code(refusal: Exception | None) -> str:
+    """The `result` label of a submitted command's outcome: "ok" or its refusal's code."""
+    if refusal is None:
+        return "ok"
+    if isinstance(refusal, DomainError):
+        return str(refusal.code)
+    assert isinstance(refusal, EngineRefusal), refusal
+    return from_engine(refusal).code

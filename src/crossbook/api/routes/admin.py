@@ -1,14 +1,16 @@
 """`/admin`: users, tokens, deposits and withdrawals, markets (create, halt, resume).
 
-Every route needs an admin token. Money moves only through engine commands
-(`Deposit`, `Withdraw`), so the ledger stays the single writer's. A new
+Every route needs an admin token. Money moves only through the funds service
+(`engine.funds`): engine commands (`Deposit`, `Withdraw`) when balances are the
+engine's, so the ledger stays the single writer's, or wallet transfers in
+remote-wallet mode (an `Idempotency-Key` header makes a retry safe). A new
 market's spec is validated here before anything is submitted, so a bad request
 creates neither its assets nor its market.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path
@@ -33,7 +35,6 @@ from crossbook.api.routes.common import (
     balances_json,
     context,
     errors,
-    submit,
 )
 from crossbook.api.schemas import (
     BalanceOut,
@@ -51,22 +52,19 @@ from crossbook.api.views import balance_json, market_json
 from crossbook.domain import (
     FEE_ACCOUNT_ID,
     Asset,
-    BalanceChanged,
     CreateAsset,
     CreateMarket,
-    Deposit,
     DomainError,
     ErrorCode,
     MarketSpec,
     MarketStatus,
     SetMarketStatus,
-    Withdraw,
 )
 from crossbook.engine.clock import WALL_CLOCK
 from crossbook.engine.read_model.records import StoredBalance, StoredUser
-from crossbook.wallet_protocol import WalletOpKind
 
-IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# a deposit or a withdrawal: (user id, asset, units, idempotency key) -> balance after
+Transfer = Callable[[int, str, int, str | None], Awaitable[StoredBalance]]
 
 router = APIRouter(prefix=f"{API_PREFIX}/admin", tags=["admin"], dependencies=[Depends(admin)])
 Context = Annotated[ApiContext, Depends(context)]
@@ -140,7 +138,7 @@ async def user_balances(request: Request, user_id: UserIdPath, ctx: Context) -> 
     summary="Credit a user's available balance",
 )
 async def deposit(request: Request, body: TransferRequest, ctx: Context) -> Response:
-    return await _transfer(request, body, ctx, Deposit)
+    return await _transfer(request, body, ctx, ctx.funds.deposit)
 
 
 @router.post(
@@ -151,7 +149,7 @@ async def deposit(request: Request, body: TransferRequest, ctx: Context) -> Resp
     summary="Debit a user's available balance",
 )
 async def withdraw(request: Request, body: TransferRequest, ctx: Context) -> Response:
-    return await _transfer(request, body, ctx, Withdraw)
+    return await _transfer(request, body, ctx, ctx.funds.withdraw)
 
 
 @router.post(
@@ -174,8 +172,8 @@ async def create_market(request: Request, body: CreateMarketRequest, ctx: Contex
         max_quantity=body.max_quantity,
         min_notional=body.min_notional,
         max_price=body.max_price,
-        maker_fee_rate=body.maker_fee_rate or ctx.settings.maker_fee_rate,
-        taker_fee_rate=body.taker_fee_rate or ctx.settings.taker_fee_rate,
+        maker_fee_rate=body.maker_fee_rate or ctx.options.maker_fee_rate,
+        taker_fee_rate=body.taker_fee_rate or ctx.options.taker_fee_rate,
     )
     try:
         spec = market_spec(base, quote, command)  # refuses a bad spec before any change
@@ -189,8 +187,8 @@ async def create_market(request: Request, body: CreateMarketRequest, ctx: Contex
         raise ApiError(ErrorCode.MARKET_EXISTS, f"market {spec.symbol} exists")
     for asset in (base, quote):
         if asset.code not in known:
-            await submit(ctx, CreateAsset(asset.code, asset.decimals), "admin")
-    await submit(ctx, command, "admin")
+            await ctx.commands.submit(CreateAsset(asset.code, asset.decimals), "admin")
+    await ctx.commands.submit(command, "admin")
     return success(request, market_json(ctx.market(spec.symbol)), status=201)
 
 
@@ -274,7 +272,7 @@ async def _transfer(
     request: Request,
     body: TransferRequest,
     ctx: Context,
-    command_type: type[Deposit] | type[Withdraw],
+    transfer: Transfer,
 ) -> Response:
     uid = await _account_id(ctx, str(body.user_id))
     asset = ctx.market_data.assets().get(body.asset.upper())
@@ -289,18 +287,8 @@ async def _transfer(
             "amount must be greater than 0",
             details={"field": "amount", "provided": body.amount},
         )
-    if ctx.wallet is None:
-        events = await submit(ctx, command_type(uid, asset.code, units), "admin")
-        changed = next(e for e in events if isinstance(e, BalanceChanged) and e.user_id == uid)
-        balance = StoredBalance(uid, asset.code, changed.available, changed.locked)
-    else:
-        kind = WalletOpKind.DEPOSIT if command_type is Deposit else WalletOpKind.WITHDRAW
-        key = _idempotency_key(request)
-        await ctx.wallet.transfer(kind, uid, asset.code, units, key)
-        balances = await ctx.wallet.balances(uid)
-        balance = next(
-            (b for b in balances if b.asset == asset.code), StoredBalance(uid, asset.code, 0, 0)
-        )
+    # the optional Idempotency-Key header: the funds service checks and uses it
+    balance = await transfer(uid, asset.code, units, request.headers.get("idempotency-key"))
     data = {
         "user_id": str(uid),
         "asset": asset.code,
@@ -310,21 +298,9 @@ async def _transfer(
     return success(request, data, status=201)
 
 
-def _idempotency_key(request: Request) -> str | None:
-    """The optional `Idempotency-Key` header (remote-wallet mode: makes a retry safe)."""
-    key = request.headers.get("idempotency-key")
-    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
-        raise ApiError(
-            ApiCode.INVALID_REQUEST,
-            "Idempotency-Key must be 1-64 characters of A-Z a-z 0-9 . _ : -",
-            details={"field": "Idempotency-Key"},
-        )
-    return key
-
-
 async def _set_status(
     request: Request, symbol: str, ctx: Context, status: MarketStatus
 ) -> Response:
     spec = ctx.market(symbol).spec
-    await submit(ctx, SetMarketStatus(spec.symbol, status), "admin")
+    await ctx.commands.submit(SetMarketStatus(spec.symbol, status), "admin")
     return success(request, market_json(ctx.market(spec.symbol)))

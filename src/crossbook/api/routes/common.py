@@ -1,8 +1,7 @@
-"""What several routes share: engine submission, id/time/limit parsing, documented errors."""
+"""What several routes share: authentication, rate limits, pages, documented errors."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from typing import Annotated, Any
 
 from fastapi import Depends
@@ -14,16 +13,6 @@ from crossbook.api.errors import ApiCode, ApiError
 from crossbook.api.rate_limit import retry_after_header
 from crossbook.api.schemas import ErrorEnvelope
 from crossbook.api.views import balance_json
-from crossbook.api.wallet_entry import UnknownHoldError, wallet_unavailable
-from crossbook.domain import (
-    AmendOrder,
-    Command,
-    DomainError,
-    Event,
-    PlaceOrder,
-    VoidHold,
-)
-from crossbook.engine.engine import EngineOverloadedError, EngineUnavailableError
 
 API_PREFIX = "/api/v1"
 
@@ -80,85 +69,9 @@ def rate_limited(ctx: ApiContext, user_id: int) -> None:
         )
 
 
-async def submit(ctx: ApiContext, command: Command, action: str) -> list[Event]:
-    """Run `command` through the engine; engine states become API errors."""
-    try:
-        events = await ctx.engine.submit(command)
-    except DomainError as error:
-        ctx.metrics.orders.labels(action, error.code).inc()
-        raise
-    except EngineOverloadedError:
-        ctx.metrics.orders.labels(action, ApiCode.ENGINE_OVERLOADED).inc()
-        raise ApiError(
-            ApiCode.ENGINE_OVERLOADED, "engine queue is full", headers={"Retry-After": "1"}
-        ) from None
-    except EngineUnavailableError as unavailable:
-        ctx.metrics.orders.labels(action, ApiCode.ENGINE_UNAVAILABLE).inc()
-        raise engine_unavailable(unavailable) from None
-    ctx.metrics.orders.labels(action, "ok").inc()
-    return events
-
-
-def engine_unavailable(unavailable: EngineUnavailableError) -> ApiError:
-    """503 ENGINE_UNAVAILABLE, saying whether anything may have been done."""
-    if unavailable.outcome_unknown:
-        return ApiError(
-            ApiCode.ENGINE_UNAVAILABLE,
-            "engine unavailable; the outcome is unknown: look the order up by its "
-            "client_order_id before retrying",
-            headers={"Retry-After": "1"},
-            details={"outcome": "unknown"},
-        )
-    return ApiError(
-        ApiCode.ENGINE_UNAVAILABLE,
-        "engine unavailable; nothing was done, retry",
-        headers={"Retry-After": "1"},
-        details={"outcome": "not_done"},
-    )
-
-
-async def submit_funded(
-    ctx: ApiContext, hold: Awaitable[PlaceOrder | AmendOrder], action: str
-) -> list[Event]:
-    """Remote-wallet mode: await the wallet's hold, then submit the command carrying it.
-
-    A hold whose outcome is unknown is voided through the engine (durably), or
-    directly if the engine cannot take it; so is a hold the engine never saw.
-    """
-    wallet = ctx.wallet
-    assert wallet is not None
-    try:
-        command = await hold
-    except UnknownHoldError as unknown:
-        ctx.metrics.orders.labels(action, ApiCode.WALLET_UNAVAILABLE).inc()
-        try:
-            await ctx.engine.submit(unknown.void)
-        except (EngineOverloadedError, EngineUnavailableError):
-            wallet.void_in_background(unknown.void)
-        raise wallet_unavailable(unknown.reason) from None
-    except DomainError as error:
-        ctx.metrics.orders.labels(action, error.code).inc()
-        raise
-    except ApiError as error:
-        ctx.metrics.orders.labels(action, error.code).inc()
-        raise
-    try:
-        return await submit(ctx, command, action)
-    except ApiError as error:
-        if command.hold is not None and error.code in _ENGINE_REFUSALS:
-            wallet.void_in_background(VoidHold(command.user_id, command.hold))
-        raise
-
-
-_ENGINE_REFUSALS = (ApiCode.ENGINE_OVERLOADED, ApiCode.ENGINE_UNAVAILABLE)
-
-
 async def balances_json(ctx: ApiContext, user_id: int) -> list[dict[str, Any]]:
-    """A user's balances, from the wallet in remote-wallet mode, else from the store."""
-    if ctx.wallet is None:
-        rows = await ctx.store.list_balances(user_id)
-    else:
-        rows = await ctx.wallet.balances(user_id)
+    """A user's balances, wherever they live (the engine's ledger or the wallet)."""
+    rows = await ctx.funds.balances(user_id)
     assets = ctx.market_data.assets()
     return [balance_json(assets[b.asset], b) for b in rows if b.asset in assets]
 

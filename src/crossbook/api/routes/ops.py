@@ -58,14 +58,14 @@ async def ready(request: Request, ctx: Context) -> Response:
     },
 )
 async def metrics(request: Request, ctx: Context) -> Response:
-    """Off (404) unless the settings serve it (by default: development only); with a
-    metrics token set, only for `Authorization: Bearer <metrics token>`."""
-    settings = ctx.settings
-    if not settings.metrics_served:
+    """Off (404) unless the options serve it (the settings' default: development only);
+    with a metrics token set, only for `Authorization: Bearer <metrics token>`."""
+    options = ctx.options
+    if not options.metrics_served:
         raise ApiError(ApiCode.NOT_FOUND, "not found")
-    if settings.metrics_token is not None:
+    if options.metrics_token is not None:
         given = request.headers.get("authorization", "")
-        wanted = f"Bearer {settings.metrics_token.get_secret_value()}"
+        wanted = f"Bearer {options.metrics_token}"
         if not hmac.compare_digest(given.encode(), wanted.encode()):
             raise ApiError(
                 ApiCode.UNAUTHORIZED,

@@ -1,13 +1,16 @@
 """`/orders`: place, cancel (idempotent), amend, get and list the caller's orders.
 
+Placing, amending and cancelling are the order-entry service's
+(`engine.order_entry`): a route parses the request, calls it and shows its
+outcome, built from the committed events. Only a cancel of an order that is
+not open reads the store, to answer the closed order unchanged (or 404).
 Another user's order is reported exactly as an unknown one (404
 ORDER_NOT_FOUND), never 403, so ids reveal nothing about other accounts.
 """
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 from starlette.requests import Request
@@ -16,7 +19,7 @@ from starlette.responses import Response
 from crossbook.api.context import ApiContext
 from crossbook.api.envelope import success
 from crossbook.api.errors import ApiError
-from crossbook.api.order_entry import amend_command, place_command
+from crossbook.api.order_requests import amend_command, place_command
 from crossbook.api.params import (
     DEFAULT_PAGE_LIMIT,
     ID_PATTERN,
@@ -34,8 +37,6 @@ from crossbook.api.routes.common import (
     errors,
     page_meta,
     rate_limited,
-    submit,
-    submit_funded,
     trader_id,
 )
 from crossbook.api.schemas import (
@@ -45,10 +46,10 @@ from crossbook.api.schemas import (
     PlacedOrderOut,
     PlaceOrderRequest,
 )
-from crossbook.api.views import OrderView, order_json, placed_order, trade_json, trades_of
-from crossbook.domain import CancelOrder, DomainError, ErrorCode, OrderStatus, Side
+from crossbook.api.views import OrderView, order_json, trade_json
+from crossbook.domain import CancelOrder, ErrorCode, MarketSpec, OrderStatus
 from crossbook.domain.validation import CLIENT_ORDER_ID_PATTERN, MAX_CLIENT_ORDER_ID_CHARS
-from crossbook.engine.ports import MAX_READ_LIMIT
+from crossbook.engine.order_entry import CancelOutcome, OrderOutcome
 from crossbook.engine.read_model.records import StoredOrder
 
 router = APIRouter(prefix=f"{API_PREFIX}/orders", tags=["orders"])
@@ -91,20 +92,8 @@ async def place_order(
     """
     rate_limited(ctx, user_id)
     spec = ctx.market(body.symbol).spec
-    command = place_command(spec, body, user_id)
-    if ctx.wallet is None:
-        events = await submit(ctx, command, "place")
-    else:
-        depth = ctx.settings.max_fills_per_order
-        own_asks = partial(_resting_asks, ctx, user_id, spec.symbol)
-        held = ctx.wallet.hold_for_place(command, spec, ctx.market_data, depth, own_asks)
-        events = await submit_funded(ctx, held, "place")
-    order, trades = placed_order(events)
-    data = {
-        "order": order_json(spec, order),
-        "trades": [trade_json(spec, t, user_id, settled=ctx.wallet is None) for t in trades],
-    }
-    return success(request, data, status=201)
+    placed = await ctx.orders.place(place_command(spec, body, user_id), spec)
+    return success(request, _order_outcome_json(spec, placed, user_id), status=201)
 
 
 @router.get(
@@ -132,8 +121,10 @@ async def cancel_order_by_client_id(
 ) -> Response:
     """Cancel the caller's open order with this client id; if none is open, return the
     newest closed one with it unchanged (200), or 404."""
-    await _cancel_idempotently(ctx, CancelOrder(user_id, client_order_id=client_order_id))
-    return success(request, await _client_order_json(ctx, user_id, client_order_id))
+    cancelled = await _cancel(ctx, CancelOrder(user_id, client_order_id=client_order_id))
+    if cancelled.order is None:
+        return success(request, await _client_order_json(ctx, user_id, client_order_id))
+    return success(request, _view_json(ctx, cancelled.order))
 
 
 @router.delete(
@@ -148,8 +139,10 @@ async def cancel_order(
     """Cancel one of the caller's orders. Cancelling an order that is already closed
     (cancelled, filled, expired) returns it unchanged with 200."""
     oid = parse_order_id(order_id)
-    await _cancel_idempotently(ctx, CancelOrder(user_id, order_id=oid))
-    return success(request, await _owned_order_json(ctx, user_id, oid))
+    cancelled = await _cancel(ctx, CancelOrder(user_id, order_id=oid))
+    if cancelled.order is None:
+        return success(request, await _owned_order_json(ctx, user_id, oid))
+    return success(request, _view_json(ctx, cancelled.order))
 
 
 @router.patch(
@@ -172,18 +165,8 @@ async def amend_order(
     rate_limited(ctx, user_id)
     stored = await _owned_order(ctx, user_id, oid)
     spec = ctx.spec(stored.symbol)
-    command = amend_command(spec, body, user_id, oid)
-    if ctx.wallet is None:
-        events = await submit(ctx, command, "amend")
-    else:
-        events = await submit_funded(ctx, ctx.wallet.hold_for_amend(command, spec, stored), "amend")
-    data = {
-        "order": await _owned_order_json(ctx, user_id, oid),
-        "trades": [
-            trade_json(spec, t, user_id, settled=ctx.wallet is None) for t in trades_of(events, oid)
-        ],
-    }
-    return success(request, data)
+    amended = await ctx.orders.amend(amend_command(spec, body, user_id, oid), spec, stored)
+    return success(request, _order_outcome_json(spec, amended, user_id))
 
 
 @router.get(
@@ -239,15 +222,24 @@ async def list_orders(
     return success(request, data, extra_meta=page_meta(orders, limit, "order_id"))
 
 
-async def _cancel_idempotently(ctx: ApiContext, command: CancelOrder) -> None:
+async def _cancel(ctx: ApiContext, command: CancelOrder) -> CancelOutcome:
     """Cancel if open. An order that is not open (closed, unknown, another user's) is
     left to the caller's store read, which answers the closed one or 404."""
     rate_limited(ctx, command.user_id)
-    try:
-        await submit(ctx, command, "cancel")
-    except DomainError as error:
-        if error.code is not ErrorCode.ORDER_NOT_FOUND:
-            raise
+    return await ctx.orders.cancel(command)
+
+
+def _order_outcome_json(spec: MarketSpec, outcome: OrderOutcome, user_id: int) -> dict[str, Any]:
+    """A placed or amended order and the trades it took part in, as its owner sees them."""
+    settled = outcome.trades_settled
+    return {
+        "order": order_json(spec, outcome.order),
+        "trades": [trade_json(spec, t, user_id, settled=settled) for t in outcome.trades],
+    }
+
+
+def _view_json(ctx: ApiContext, order: OrderView) -> dict[str, Any]:
+    return order_json(ctx.spec(order.symbol), order)
 
 
 async def _owned_order(ctx: ApiContext, user_id: int, order_id: int) -> StoredOrder:
@@ -261,14 +253,11 @@ async def _owned_order(ctx: ApiContext, user_id: int, order_id: int) -> StoredOr
     return stored
 
 
-async def _owned_order_json(ctx: ApiContext, user_id: int, order_id: int) -> dict[str, object]:
-    stored = await _owned_order(ctx, user_id, order_id)
-    return order_json(ctx.spec(stored.symbol), OrderView.from_stored(stored))
+async def _owned_order_json(ctx: ApiContext, user_id: int, order_id: int) -> dict[str, Any]:
+    return _view_json(ctx, OrderView.from_stored(await _owned_order(ctx, user_id, order_id)))
 
 
-async def _client_order_json(
-    ctx: ApiContext, user_id: int, client_order_id: str
-) -> dict[str, object]:
+async def _client_order_json(ctx: ApiContext, user_id: int, client_order_id: str) -> dict[str, Any]:
     stored = await ctx.store.get_order_by_client_id(user_id, client_order_id)
     if stored is None or stored.client_order_id != client_order_id:
         raise ApiError(
@@ -276,20 +265,7 @@ async def _client_order_json(
             "no order with that client order id",
             details={"client_order_id": client_order_id},
         )
-    return order_json(ctx.spec(stored.symbol), OrderView.from_stored(stored))
-
-
-async def _resting_asks(ctx: ApiContext, user_id: int, symbol: str) -> dict[int, int]:
-    """The user's committed resting asks on `symbol`: price ticks -> remaining lots."""
-    orders = await ctx.store.list_orders(
-        user_id, statuses=OPEN_STATUSES, symbol=symbol, limit=MAX_READ_LIMIT
-    )
-    asks: dict[int, int] = {}
-    for order in orders:
-        if order.side is Side.SELL and order.triggered and order.price_ticks:
-            remaining = order.quantity_lots - order.filled_lots
-            asks[order.price_ticks] = asks.get(order.price_ticks, 0) + remaining
-    return asks
+    return _view_json(ctx, OrderView.from_stored(stored))
 
 
 def _statuses(text: str | None) -> list[OrderStatus] | None:

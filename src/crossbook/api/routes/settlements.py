@@ -149,9 +149,9 @@ def settlement_json(ctx: ApiContext, s: StoredSettlement) -> dict[str, Any]:
 
 
 def _service(ctx: ApiContext) -> SettlementService:
-    if ctx.wallet is None:
+    if ctx.settlements is None:
         raise ApiError(ApiCode.NOT_FOUND, "settlements exist only in remote-wallet mode")
-    return ctx.wallet.settlements
+    return ctx.settlements
 
 
 def _not_found(settlement_id: int) -> ApiError:
