@@ -339,7 +339,7 @@ def ledger_rows(events: list[Event], markets: Mapping[str, MarketAssets]) -> lis
             assert isinstance(event, TradeExecuted)
             extend(trade_legs(event, markets[event.symbol]))
         elif cls is Deposited or cls is Withdrawn:
-            assert isinstance(event, Deposited)
+            assert isinstance(event, Deposited | Withdrawn)
             withdrawn = cls is Withdrawn
             amount = -event.amount_units if withdrawn else event.amount_units
             kind = LEG_WITHDRAWAL if withdrawn else LEG_DEPOSIT
