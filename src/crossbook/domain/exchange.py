@@ -6,8 +6,8 @@ nothing (every check, the funds reservation included, happens before the first
 mutation; `execute` asserts no event or balance change escaped a rejection).
 
 Flow of a placed order (the parent functions here own the control flow; the
-leaves in `validation`, `matching`, `fees` (fees, reservations), `ledger` and
-`book` compute):
+leaves in `validation`, `matching`, `fees` (fees, reservations), `settlement`
+(a trade's legs), `ledger` and `book` compute):
 validate → build → pre-checks (stop trigger, post-only, FOK/market-buy plan) →
 reserve worst-case funds → accept → match (plan, then apply: settle each fill
 from locked funds) → rest, or close with a reason → fire triggered stops. A
@@ -90,6 +90,7 @@ from crossbook.domain.orders import (
     TimeInForce,
     order_record,
 )
+from crossbook.domain.settlement import trade_legs
 from crossbook.domain.stops import StopBook
 from crossbook.domain.units import INT64_MAX
 from crossbook.domain.validation import (
@@ -544,25 +545,18 @@ class Exchange:
         spec = market.spec
         price = maker.price_ticks
         notional = price * lots * spec.notional_units
-        base_units = lots * spec.lot_base_units
         maker_fee = _accrue(maker, lots, notional, spec.maker_fee_ppm)
         taker_fee = _accrue(taker, lots, notional, spec.taker_fee_ppm)
         if taker.side is _BUY:
             buyer, seller, buyer_fee, seller_fee = taker, maker, taker_fee, maker_fee
         else:
             buyer, seller, buyer_fee, seller_fee = maker, taker, maker_fee, taker_fee
+        legs = trade_legs(spec, lots, notional, buyer_fee, seller_fee)
         self.ledger.settle_fill(
-            buyer.user_id,
-            seller.user_id,
-            spec.base.code,
-            spec.quote.code,
-            base_units,
-            notional,
-            buyer_fee,
-            seller_fee,
+            buyer.user_id, seller.user_id, spec.base.code, spec.quote.code, legs
         )
-        buyer.reserved_units -= notional + buyer_fee
-        seller.reserved_units -= base_units
+        buyer.reserved_units -= legs.buyer_pays_units
+        seller.reserved_units -= legs.base_units
         assert buyer.reserved_units >= 0 and seller.reserved_units >= 0, (buyer, seller)
         level = maker.level
         assert level is not None, maker
@@ -686,10 +680,17 @@ class Exchange:
                 assert isinstance(event, TradeExecuted)
                 spec = self.markets[event.symbol].spec
                 base, quote = spec.base.code, spec.quote.code
+                legs = trade_legs(
+                    spec,
+                    event.quantity_lots,
+                    event.notional_units,
+                    event.buyer_fee_units,
+                    event.seller_fee_units,
+                )
                 for key, amount in (
-                    ((event.buyer_user_id, base), event.quantity_lots * spec.lot_base_units),
-                    ((event.seller_user_id, quote), event.notional_units - event.seller_fee_units),
-                    ((FEE_ACCOUNT_ID, quote), event.buyer_fee_units + event.seller_fee_units),
+                    ((event.buyer_user_id, base), legs.base_units),
+                    ((event.seller_user_id, quote), legs.seller_receives_units),
+                    ((FEE_ACCOUNT_ID, quote), legs.fee_units),
                 ):
                     proceeds[key] = proceeds.get(key, 0) + amount
         for (user_id, asset), amount in self.ledger.sweep():
