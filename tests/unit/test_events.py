@@ -9,6 +9,7 @@ from crossbook.domain import (
     AmendOrder,
     BalanceChanged,
     CancelOrder,
+    Deposited,
     DomainError,
     Event,
     Exchange,
@@ -16,6 +17,7 @@ from crossbook.domain import (
     OrderType,
     Tick,
     TimeInForce,
+    Withdrawn,
 )
 
 from unit_support import BTC, ETH, Harness, funded
@@ -133,3 +135,18 @@ def test_a_fresh_exchange_has_no_state() -> None:
     ex = Exchange()
     assert ex.execute(Tick(0)) == []
     assert ex.state()["orders"] == [] and ex.seq == 0
+
+
+def test_deposited_and_withdrawn_are_two_events_of_the_same_shape() -> None:
+    deposited = Deposited(1, 5, 7, "USDT", 100)
+    withdrawn = Withdrawn(2, 6, 7, "USDT", 40)
+    assert not isinstance(withdrawn, Deposited)
+    assert not isinstance(deposited, Withdrawn)
+    assert json.dumps(deposited.to_dict()) == (
+        '{"kind": "deposited", "market_seq": 0, "seq": 1, "ts_ms": 5,'
+        ' "amount_units": 100, "asset": "USDT", "user_id": 7}'
+    )
+    assert json.dumps(withdrawn.to_dict()) == (
+        '{"kind": "withdrawn", "market_seq": 0, "seq": 2, "ts_ms": 6,'
+        ' "amount_units": 40, "asset": "USDT", "user_id": 7}'
+    )

@@ -4,6 +4,7 @@ import pytest
 
 from crossbook.domain import FEE_ACCOUNT_ID, DomainError, ErrorCode
 from crossbook.domain.ledger import Ledger
+from crossbook.domain.settlement import TradeLegs
 
 
 def test_deposit_withdraw_and_net_deposits() -> None:
@@ -44,16 +45,8 @@ def test_settle_fill_moves_every_leg_from_locked_funds() -> None:
     ledger.deposit(2, "BTC", 5)
     ledger.reserve(1, "USDT", 1_060)
     ledger.reserve(2, "BTC", 5)
-    ledger.settle_fill(
-        1,
-        2,
-        "BTC",
-        "USDT",
-        base_units=5,
-        notional_units=1_000,
-        buyer_fee_units=10,
-        seller_fee_units=5,
-    )
+    legs = TradeLegs(notional_units=1_000, base_units=5, buyer_fee_units=10, seller_fee_units=5)
+    ledger.settle_fill(1, 2, "BTC", "USDT", legs)
     assert (ledger.available(1, "BTC"), ledger.locked(1, "USDT")) == (5, 50)
     assert (ledger.available(2, "USDT"), ledger.locked(2, "BTC")) == (995, 0)
     assert ledger.available(FEE_ACCOUNT_ID, "USDT") == 15

@@ -95,6 +95,8 @@ class MarketStatusChanged(Event):
 
 
 class Deposited(Event):
+    """Money entered the exchange: `amount_units` of `asset` to `user_id`'s available funds."""
+
     __slots__ = ("amount_units", "asset", "user_id")
     kind = "deposited"
 
@@ -105,9 +107,17 @@ class Deposited(Event):
         self.amount_units = amount_units
 
 
-class Withdrawn(Deposited):
-    __slots__ = ()
+class Withdrawn(Event):
+    """Money left the exchange: `amount_units` of `asset` from `user_id`'s available funds."""
+
+    __slots__ = ("amount_units", "asset", "user_id")
     kind = "withdrawn"
+
+    def __init__(self, seq: int, ts_ms: int, user_id: int, asset: str, amount_units: int) -> None:
+        super().__init__(seq, 0, ts_ms)
+        self.user_id = user_id
+        self.asset = asset
+        self.amount_units = amount_units
 
 
 class HoldReleased(Event):

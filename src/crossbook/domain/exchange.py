@@ -6,7 +6,8 @@ nothing (every check, the funds reservation included, happens before the first
 mutation; `execute` asserts no event or balance change escaped a rejection).
 
 Flow of a placed order (the parent functions here own the control flow; the
-leaves in `validation`, `matching`, `fees`, `ledger` and `book` compute):
+leaves in `validation`, `matching`, `fees` (fees, reservations), `settlement`
+(a trade's legs), `ledger` and `book` compute):
 validate → build → pre-checks (stop trigger, post-only, FOK/market-buy plan) →
 reserve worst-case funds → accept → match (plan, then apply: settle each fill
 from locked funds) → rest, or close with a reason → fire triggered stops. A
@@ -76,7 +77,7 @@ from crossbook.domain.events import (
     TradeExecuted,
     Withdrawn,
 )
-from crossbook.domain.fees import buy_reservation, fee_total
+from crossbook.domain.fees import fee_total, reservation_units, reserve_asset
 from crossbook.domain.ledger import FEE_ACCOUNT_ID, Ledger
 from crossbook.domain.markets import Asset, MarketSpec, MarketStatus
 from crossbook.domain.matching import MatchPlan, plan_match, unmatched_plan
@@ -89,6 +90,7 @@ from crossbook.domain.orders import (
     TimeInForce,
     order_record,
 )
+from crossbook.domain.settlement import trade_legs
 from crossbook.domain.stops import StopBook
 from crossbook.domain.units import INT64_MAX
 from crossbook.domain.validation import (
@@ -333,7 +335,7 @@ class Exchange:
         order = self._build_order(spec, cmd)
         plan = self._pre_check(market, order)
         self._reserve(
-            order.user_id, self._reserve_asset(spec, order), order.reserved_units, cmd.hold
+            order.user_id, reserve_asset(spec, order.side), order.reserved_units, cmd.hold
         )
         # -- accepted: nothing below may refuse -------------------------------
         self.next_order_id += 1
@@ -368,15 +370,10 @@ class Exchange:
             self.next_priority,
             self.now_ms,
         )
-        if order.side is _SELL:
-            order.reserved_units = spec.base_units(order.quantity_lots)
-        elif order.quote_budget_units:
-            order.reserved_units = order.quote_budget_units
-        elif order.price_ticks:
-            order.reserved_units = buy_reservation(
-                spec, order.price_ticks, order.quantity_lots, 0, 0
-            )
-        # a market buy by base quantity is reserved at its planned cost in `_pre_check`
+        # a market buy by base quantity (0 here) is reserved at its planned cost in `_pre_check`
+        order.reserved_units = reservation_units(
+            spec, order.side, order.price_ticks, order.quantity_lots, order.quote_budget_units
+        )
         return order
 
     def _pre_check(self, market: Market, order: Order) -> MatchPlan | None:
@@ -437,8 +434,16 @@ class Exchange:
         keeps_priority = price == order.price_ticks and quantity < order.quantity_lots
         if order.post_only and not keeps_priority and self._would_take(market, order, price):
             raise DomainError(ErrorCode.POST_ONLY_WOULD_TAKE, "post-only order would take")
-        needed = self._required_reservation(spec, order, price, quantity - order.filled_lots)
-        asset = self._reserve_asset(spec, order)
+        needed = reservation_units(
+            spec,
+            order.side,
+            price,
+            quantity - order.filled_lots,
+            order.quote_budget_units,
+            order.fee_accrued,
+            order.fee_paid_units,
+        )
+        asset = reserve_asset(spec, order.side)
         self._reserve(order.user_id, asset, max(0, needed - order.reserved_units), cmd.hold)
         # -- accepted: nothing below may refuse -------------------------------
         self.ledger.release(order.user_id, asset, max(0, order.reserved_units - needed))
@@ -540,25 +545,18 @@ class Exchange:
         spec = market.spec
         price = maker.price_ticks
         notional = price * lots * spec.notional_units
-        base_units = lots * spec.lot_base_units
         maker_fee = _accrue(maker, lots, notional, spec.maker_fee_ppm)
         taker_fee = _accrue(taker, lots, notional, spec.taker_fee_ppm)
         if taker.side is _BUY:
             buyer, seller, buyer_fee, seller_fee = taker, maker, taker_fee, maker_fee
         else:
             buyer, seller, buyer_fee, seller_fee = maker, taker, maker_fee, taker_fee
+        legs = trade_legs(spec, lots, notional, buyer_fee, seller_fee)
         self.ledger.settle_fill(
-            buyer.user_id,
-            seller.user_id,
-            spec.base.code,
-            spec.quote.code,
-            base_units,
-            notional,
-            buyer_fee,
-            seller_fee,
+            buyer.user_id, seller.user_id, spec.base.code, spec.quote.code, legs
         )
-        buyer.reserved_units -= notional + buyer_fee
-        seller.reserved_units -= base_units
+        buyer.reserved_units -= legs.buyer_pays_units
+        seller.reserved_units -= legs.base_units
         assert buyer.reserved_units >= 0 and seller.reserved_units >= 0, (buyer, seller)
         level = maker.level
         assert level is not None, maker
@@ -682,10 +680,17 @@ class Exchange:
                 assert isinstance(event, TradeExecuted)
                 spec = self.markets[event.symbol].spec
                 base, quote = spec.base.code, spec.quote.code
+                legs = trade_legs(
+                    spec,
+                    event.quantity_lots,
+                    event.notional_units,
+                    event.buyer_fee_units,
+                    event.seller_fee_units,
+                )
                 for key, amount in (
-                    ((event.buyer_user_id, base), event.quantity_lots * spec.lot_base_units),
-                    ((event.seller_user_id, quote), event.notional_units - event.seller_fee_units),
-                    ((FEE_ACCOUNT_ID, quote), event.buyer_fee_units + event.seller_fee_units),
+                    ((event.buyer_user_id, base), legs.base_units),
+                    ((event.seller_user_id, quote), legs.seller_receives_units),
+                    ((FEE_ACCOUNT_ID, quote), legs.fee_units),
                 ):
                     proceeds[key] = proceeds.get(key, 0) + amount
         for (user_id, asset), amount in self.ledger.sweep():
@@ -711,29 +716,22 @@ class Exchange:
         best = market.book.best_bid_ticks()
         return best is not None and best >= price
 
-    def _required_reservation(
-        self, spec: MarketSpec, order: Order, price_ticks: int, remaining_lots: int
-    ) -> int:
-        if order.side is _SELL:
-            return spec.base_units(remaining_lots)
-        return buy_reservation(
-            spec, price_ticks, remaining_lots, order.fee_accrued, order.fee_paid_units
-        )
-
     def _trim_reservation(self, spec: MarketSpec, order: Order) -> None:
         """Release what an open buy order holds beyond its worst case for the remainder."""
-        needed = buy_reservation(
-            spec, order.price_ticks, order.remaining_lots, order.fee_accrued, order.fee_paid_units
+        needed = reservation_units(
+            spec,
+            _BUY,
+            order.price_ticks,
+            order.remaining_lots,
+            0,
+            order.fee_accrued,
+            order.fee_paid_units,
         )
         excess = order.reserved_units - needed
         assert excess >= 0, (order, needed)
         if excess:
             self.ledger.release(order.user_id, spec.quote.code, excess)
             order.reserved_units = needed
-
-    @staticmethod
-    def _reserve_asset(spec: MarketSpec, order: Order) -> str:
-        return spec.quote.code if order.side is _BUY else spec.base.code
 
     def _close(
         self, market: Market, order: Order, status: OrderStatus, reason: CloseReason
@@ -747,7 +745,7 @@ class Exchange:
             order.quantity_lots = order.filled_lots
         if order.reserved_units:
             self.ledger.release(
-                order.user_id, self._reserve_asset(market.spec, order), order.reserved_units
+                order.user_id, reserve_asset(market.spec, order.side), order.reserved_units
             )
             order.reserved_units = 0
         self._unregister(order)

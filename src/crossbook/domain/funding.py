@@ -1,12 +1,12 @@
 """What an external wallet must hold before a command reaches the exchange.
 
 Remote-wallet mode (see `exchange`): an order enters the engine only with a
-`Hold` covering its worst-case reservation, computed here with the same
-arithmetic the exchange reserves with (`fees`), so the two cannot disagree:
+`Hold` covering its worst-case reservation, computed here with the function
+the exchange reserves with (`fees.reservation_units`), so the two cannot disagree:
 
 - sell: the base quantity;
 - buy with a quote budget: the budget;
-- buy limit (and stop-limit): `buy_reservation` at the limit price, no fee paid yet;
+- buy limit (and stop-limit): the reservation at the limit price, no fee paid yet;
 - market buy by base quantity: the cost of walking the ask levels given (price
   ascending), plus the taker fee: what `matching` would plan on that book. The
   user's own resting asks (`own_asks`) change the walk with self-trade
@@ -16,7 +16,7 @@ arithmetic the exchange reserves with (`fees`), so the two cannot disagree:
   bound: where the own order sits in the level's queue is not known here).
 
 An amend needs a hold only for what its new reservation may exceed the current
-one: `buy_reservation(price, remaining, 0, 0)` bounds the exact reservation of
+one: the reservation with no fee accrued or paid bounds the exact reservation of
 an order that has already paid fees (a ceiling of a sum never exceeds the sum of
 the ceilings), so the bound is always enough.
 
@@ -29,14 +29,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from crossbook.domain.fees import buy_reservation, fee_total
+from crossbook.domain.fees import fee_total, reservation_units, reserve_asset
 from crossbook.domain.markets import MarketSpec
 from crossbook.domain.orders import Side, StpMode
 
-
-def reserve_asset(spec: MarketSpec, side: Side) -> str:
-    """The asset an order on `side` reserves."""
-    return spec.quote.code if side is Side.BUY else spec.base.code
+# `reserve_asset` (the asset a hold is in) is the exchange's own, from `fees`
+__all__ = ["amend_hold_units", "market_buy_cost", "place_hold_units", "reserve_asset"]
 
 
 def place_hold_units(
@@ -55,16 +53,18 @@ def place_hold_units(
     `own_asks`: price ticks -> lots of the user's own resting asks (market buys only).
     """
     if side is Side.SELL:
-        return spec.base_units(quantity_lots) if quantity_lots > 0 else 0
-    if quote_budget_units:
-        return max(quote_budget_units, 0)
-    if quantity_lots <= 0 or price_ticks < 0:
+        if quantity_lots <= 0:
+            return 0
+    elif quote_budget_units:
+        if quote_budget_units < 0:
+            return 0
+    elif quantity_lots <= 0 or price_ticks < 0:
         return 0
-    if price_ticks:
-        return buy_reservation(spec, price_ticks, quantity_lots, 0, 0)
-    if own_asks and stp_mode is not StpMode.NONE:
-        asks = _without_own(asks, own_asks, stop_at_own=stp_mode is not StpMode.CANCEL_MAKER)
-    return market_buy_cost(spec, quantity_lots, asks)
+    elif not price_ticks:  # a market buy by base quantity: the cost of its walk
+        if own_asks and stp_mode is not StpMode.NONE:
+            asks = _without_own(asks, own_asks, stop_at_own=stp_mode is not StpMode.CANCEL_MAKER)
+        return market_buy_cost(spec, quantity_lots, asks)
+    return reservation_units(spec, side, price_ticks, quantity_lots, quote_budget_units)
 
 
 def _without_own(
@@ -103,8 +103,5 @@ def amend_hold_units(
     """What an amend to (`price_ticks`, `remaining_lots`) may need beyond `reserved_units`."""
     if remaining_lots <= 0 or price_ticks <= 0:
         return 0
-    if side is Side.SELL:
-        needed = spec.base_units(remaining_lots)
-    else:
-        needed = buy_reservation(spec, price_ticks, remaining_lots, 0, 0)
+    needed = reservation_units(spec, side, price_ticks, remaining_lots)
     return max(0, needed - reserved_units)

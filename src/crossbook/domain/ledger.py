@@ -20,6 +20,7 @@ caller drains it, which is how commands report balance changes.
 from __future__ import annotations
 
 from crossbook.domain.errors import DomainError, ErrorCode
+from crossbook.domain.settlement import TradeLegs
 
 FEE_ACCOUNT_ID = 0
 BalanceKey = tuple[int, str]
@@ -110,18 +111,11 @@ class Ledger:
         balance.available += amount
 
     def settle_fill(
-        self,
-        buyer_id: int,
-        seller_id: int,
-        base: str,
-        quote: str,
-        base_units: int,
-        notional_units: int,
-        buyer_fee_units: int,
-        seller_fee_units: int,
+        self, buyer_id: int, seller_id: int, base: str, quote: str, legs: TradeLegs
     ) -> None:
-        """Settle one trade from locked funds; both fees go to the fee account."""
-        buyer_pays = notional_units + buyer_fee_units
+        """Settle one trade's legs (`settlement`) from the buyer's and seller's locked funds."""
+        buyer_pays = legs.buyer_pays_units
+        base_units = legs.base_units
         # The legs' balances are looked up here rather than through `_get`, in the same
         # order (it is the order of `touched`): once per trade, 5 % of a fill in
         # `crossbook bench engine`.
@@ -132,7 +126,10 @@ class Ledger:
         seller_base = touched[key] = balances[key]  # holds the seller's locked funds
         assert buyer_quote.locked >= buyer_pays, (buyer_id, buyer_quote.locked, buyer_pays)
         assert seller_base.locked >= base_units, (seller_id, seller_base.locked, base_units)
-        assert 0 <= seller_fee_units <= notional_units, (seller_fee_units, notional_units)
+        assert 0 <= legs.seller_fee_units <= legs.notional_units, (
+            legs.seller_fee_units,
+            legs.notional_units,
+        )
         buyer_quote.locked -= buyer_pays
         seller_base.locked -= base_units
         key = (buyer_id, base)
@@ -146,8 +143,8 @@ class Ledger:
         if balance is None:
             balance = balances[key] = Balance()
         touched[key] = balance
-        balance.available += notional_units - seller_fee_units
-        fees = buyer_fee_units + seller_fee_units
+        balance.available += legs.seller_receives_units
+        fees = legs.fee_units
         if fees:
             self._get(FEE_ACCOUNT_ID, quote).available += fees
 

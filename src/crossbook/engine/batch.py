@@ -76,7 +76,7 @@ class BatchBuilder:
             elif isinstance(event, BalanceChanged):
                 key = (event.user_id, event.asset)
                 balances[key] = (event.user_id, event.asset, event.available, event.locked)
-            elif isinstance(event, Withdrawn):  # before Deposited: it is a subclass
+            elif isinstance(event, Withdrawn):
                 deposits[event.asset] = deposits.get(event.asset, 0) - event.amount_units
             elif isinstance(event, Deposited):
                 deposits[event.asset] = deposits.get(event.asset, 0) + event.amount_units

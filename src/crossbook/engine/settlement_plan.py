@@ -3,14 +3,15 @@
 One settlement per event that moves money out of the engine, identified by the
 event's `seq` (unique, and ordered like the engine's history):
 
-- `TradeExecuted` → a TRADE settlement of five legs (four when the fees are 0),
-  debits first, so that compensating a failure never takes back a credit the
-  user may have spent if it can be avoided:
-  1. buyer_pays: debit the buyer's LOCKED quote, notional + buyer fee;
-  2. seller_delivers: debit the seller's LOCKED base, the base quantity;
+- `TradeExecuted` → a TRADE settlement of the trade's five legs (four when the
+  fees are 0; amounts from `domain.settlement.trade_legs`), debits first, so
+  that compensating a failure never takes back a credit the user may have
+  spent if it can be avoided:
+  1. buyer_pays: debit the buyer's LOCKED quote;
+  2. seller_delivers: debit the seller's LOCKED base;
   3. buyer_receives: credit the buyer's available base;
-  4. seller_receives: credit the seller's available quote, notional - seller fee;
-  5. fee: credit the fee account's available quote, both fees;
+  4. seller_receives: credit the seller's available quote;
+  5. fee: credit the fee account's available quote;
 - `HoldReleased` → a RELEASE settlement, one leg: release locked → available;
 - `HoldVoided` → a VOID settlement, one leg: void the hold by its key.
 
@@ -19,9 +20,10 @@ Every leg's idempotency key is `<base>:g<generation>` with base
 retries and restarts, so the wallet applies a leg at most once; the generation
 moves on only when a leg was compensated and has to be applied afresh.
 
-The legs of a trade sum to zero per asset, and what they move equals what the
-exchange's own ledger moved (`Ledger.settle_fill`), so with every settlement
-applied the wallet holds exactly what an embedded ledger would.
+A trade's legs are computed from its event by the same function the exchange's
+own ledger settled it with (`Ledger.settle_fill`): they sum to zero per asset and
+move what the ledger moved, so with every settlement applied the wallet holds
+exactly what an embedded ledger would.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from crossbook.domain import (
     MarketSpec,
     TradeExecuted,
 )
+from crossbook.domain.settlement import trade_legs
 from crossbook.wallet_protocol import WalletAccount, WalletOp, WalletOpKind
 
 
@@ -151,22 +154,24 @@ def plan_settlements(
 
 def _trade(trade: TradeExecuted, spec: MarketSpec) -> PlannedSettlement:
     base, quote = spec.base.code, spec.quote.code
-    base_units = trade.quantity_lots * spec.lot_base_units
+    amounts = trade_legs(
+        spec,
+        trade.quantity_lots,
+        trade.notional_units,
+        trade.buyer_fee_units,
+        trade.seller_fee_units,
+    )
     buyer, seller = trade.buyer_user_id, trade.seller_user_id
-    fees = trade.buyer_fee_units + trade.seller_fee_units
+    base_units = amounts.base_units
     debit, credit, locked = WalletOpKind.DEBIT, WalletOpKind.CREDIT, WalletAccount.LOCKED
     legs = [
-        Leg(
-            "buyer_pays", debit, buyer, quote, trade.notional_units + trade.buyer_fee_units, locked
-        ),
+        Leg("buyer_pays", debit, buyer, quote, amounts.buyer_pays_units, locked),
         Leg("seller_delivers", debit, seller, base, base_units, locked),
         Leg("buyer_receives", credit, buyer, base, base_units),
-        Leg(
-            "seller_receives", credit, seller, quote, trade.notional_units - trade.seller_fee_units
-        ),
+        Leg("seller_receives", credit, seller, quote, amounts.seller_receives_units),
     ]
-    if fees:
-        legs.append(Leg("fee", credit, FEE_ACCOUNT_ID, quote, fees))
+    if amounts.fee_units:
+        legs.append(Leg("fee", credit, FEE_ACCOUNT_ID, quote, amounts.fee_units))
     legs = [leg for leg in legs if leg.amount_units > 0]  # a 0 leg moves nothing
     return PlannedSettlement(
         trade.seq, SettlementKind.TRADE, trade.trade_id, trade.ts_ms, tuple(legs)

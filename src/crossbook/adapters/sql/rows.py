@@ -10,7 +10,8 @@ Invariants:
   in `Event.to_dict` order (one cached getter per class), unless the class
   defines its own `to_dict`;
 - every trade yields exactly five ledger legs (`schema.LEG_KINDS`) whose amounts
-  sum to zero per asset, fees included; a deposit or withdrawal yields one leg;
+  sum to zero per asset, fees included: the domain's `trade_legs` of the event,
+  signed (a debit negative); a deposit or withdrawal yields one leg;
 - order rows follow `RECORD_FIELDS` (the `orders` table has those columns in
   that order);
 - the wide columns (`fee_accrued`, asset totals) are Python ints, or for SQLite
@@ -50,6 +51,7 @@ from crossbook.domain import (
     Withdrawn,
 )
 from crossbook.domain.orders import RECORD_FIELDS
+from crossbook.domain.settlement import trade_legs
 from crossbook.domain.units import INT64_MAX
 from crossbook.engine.batch import CommitBatch
 from crossbook.engine.settlement_plan import PlannedSettlement, SettlementStatus
@@ -123,7 +125,7 @@ class MarketAssets:
 
     base: str
     quote: str
-    lot_base_units: int  # base minor units in one lot
+    spec: MarketSpec
 
     @classmethod
     def from_rules(cls, rules: Mapping[str, str], decimals: Mapping[str, int]) -> MarketAssets:
@@ -133,7 +135,7 @@ class MarketAssets:
             Asset(quote, decimals[quote]),
             **{name: rules[name] for name in RULE_COLUMNS[2:]},
         )
-        return cls(base, quote, spec.lot_base_units)
+        return cls(base, quote, spec)
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,9 +340,9 @@ def ledger_rows(events: list[Event], markets: Mapping[str, MarketAssets]) -> lis
         cls = type(event)
         if cls is TradeExecuted:
             assert isinstance(event, TradeExecuted)
-            extend(trade_legs(event, markets[event.symbol]))
+            extend(trade_ledger_rows(event, markets[event.symbol]))
         elif cls is Deposited or cls is Withdrawn:
-            assert isinstance(event, Deposited)
+            assert isinstance(event, Deposited | Withdrawn)
             withdrawn = cls is Withdrawn
             amount = -event.amount_units if withdrawn else event.amount_units
             kind = LEG_WITHDRAWAL if withdrawn else LEG_DEPOSIT
@@ -348,21 +350,26 @@ def ledger_rows(events: list[Event], markets: Mapping[str, MarketAssets]) -> lis
     return rows
 
 
-def trade_legs(trade: TradeExecuted, market: MarketAssets) -> list[LedgerRow]:
-    """The five legs of one trade, settled from the buyer's and seller's locked funds."""
+def trade_ledger_rows(trade: TradeExecuted, market: MarketAssets) -> list[LedgerRow]:
+    """The five legs of one trade (the domain's `trade_legs`), signed: a debit is negative."""
     seq, trade_id = trade.seq, trade.trade_id
     base, quote = market.base, market.quote
-    base_units = trade.quantity_lots * market.lot_base_units
-    notional = trade.notional_units
-    buyer_fee, seller_fee = trade.buyer_fee_units, trade.seller_fee_units
+    legs = trade_legs(
+        market.spec,
+        trade.quantity_lots,
+        trade.notional_units,
+        trade.buyer_fee_units,
+        trade.seller_fee_units,
+    )
+    base_units = legs.base_units
     buyer, seller = trade.buyer_user_id, trade.seller_user_id
     buy_order, sell_order = trade.buyer_order_id, trade.seller_order_id
     return [
-        (seq, buyer, quote, -(notional + buyer_fee), LEG_BUYER_PAYS, trade_id, buy_order),
+        (seq, buyer, quote, -legs.buyer_pays_units, LEG_BUYER_PAYS, trade_id, buy_order),
         (seq, buyer, base, base_units, LEG_BUYER_RECEIVES, trade_id, buy_order),
         (seq, seller, base, -base_units, LEG_SELLER_DELIVERS, trade_id, sell_order),
-        (seq, seller, quote, notional - seller_fee, LEG_SELLER_RECEIVES, trade_id, sell_order),
-        (seq, FEE_ACCOUNT_ID, quote, buyer_fee + seller_fee, LEG_FEE, trade_id, None),
+        (seq, seller, quote, legs.seller_receives_units, LEG_SELLER_RECEIVES, trade_id, sell_order),
+        (seq, FEE_ACCOUNT_ID, quote, legs.fee_units, LEG_FEE, trade_id, None),
     ]
 
 
