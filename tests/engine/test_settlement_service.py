@@ -42,7 +42,8 @@ from crossbook.domain import (
     TradeExecuted,
     VoidHold,
 )
-from crossbook.domain.funding import place_hold_units, reserve_asset
+from crossbook.domain.fees import reserve_asset
+from crossbook.domain.funding import place_hold_units
 from crossbook.engine.breaker import BreakerState, CircuitBreaker
 from crossbook.engine.guarded_wallet import GuardedWallet
 from crossbook.engine.retry import RetryPolicy

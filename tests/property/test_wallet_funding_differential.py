@@ -72,7 +72,8 @@ from crossbook.domain import (
     TradeExecuted,
     VoidHold,
 )
-from crossbook.domain.funding import amend_hold_units, place_hold_units, reserve_asset
+from crossbook.domain.fees import reserve_asset
+from crossbook.domain.funding import amend_hold_units, place_hold_units
 from crossbook.domain.invariants import check_all
 from crossbook.domain.orders import order_record
 from crossbook.wallet_service.ledger import WalletLedger

@@ -55,12 +55,8 @@ from crossbook.domain import (
     VoidHold,
     Withdraw,
 )
-from crossbook.domain.funding import (
-    amend_hold_units,
-    market_buy_cost,
-    place_hold_units,
-    reserve_asset,
-)
+from crossbook.domain.fees import reserve_asset
+from crossbook.domain.funding import amend_hold_units, market_buy_cost, place_hold_units
 from crossbook.domain.invariants import check_all
 from crossbook.domain.snapshot import restore
 from crossbook.wallet_service.ledger import WalletLedger

@@ -29,12 +29,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from crossbook.domain.fees import fee_total, reservation_units, reserve_asset
+from crossbook.domain.fees import fee_total, reservation_units
 from crossbook.domain.markets import MarketSpec
 from crossbook.domain.orders import Side, StpMode
-
-# `reserve_asset` (the asset a hold is in) is the exchange's own, from `fees`
-__all__ = ["amend_hold_units", "market_buy_cost", "place_hold_units", "reserve_asset"]
 
 
 def place_hold_units(

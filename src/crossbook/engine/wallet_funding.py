@@ -61,7 +61,8 @@ from crossbook.domain import (
     StpMode,
     VoidHold,
 )
-from crossbook.domain.funding import amend_hold_units, place_hold_units, reserve_asset
+from crossbook.domain.fees import reserve_asset
+from crossbook.domain.funding import amend_hold_units, place_hold_units
 from crossbook.engine.engine import EngineOverloadedError, EngineUnavailableError
 from crossbook.engine.guarded_wallet import WalletCircuitOpenError
 from crossbook.engine.order_entry import WalletOutageError
