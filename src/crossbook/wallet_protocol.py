@@ -26,6 +26,12 @@ can read here): the settings of both sides refuse any other.
 A refusal answers one of the stable `WalletCode`s (the service maps each to an
 HTTP status); the exchange matches on them, e.g. INSUFFICIENT_BALANCE.
 
+The holds still applied (`WalletHold`: a hold no void released, whatever
+releases and debits later took from it, since those are operations of their
+own) can be listed in pages (`HoldsPage`), ascending by (applied_at_ms, key),
+resumed after a `HoldsCursor`: the exchange finds there the holds it made but
+never committed an order for (its process died in between) and voids them.
+
 Amounts are integer minor units of the asset (DESIGN rule 5). Standard library only.
 """
 
@@ -37,6 +43,8 @@ from dataclasses import dataclass
 MAX_KEY_CHARS = 200
 DEVELOPMENT_SERVICE_TOKEN = "crossbook-wallet-development-token-not-for-production"
 MIN_SERVICE_TOKEN_CHARS = 32
+MAX_HOLDS_LIMIT = 1_000  # holds per page, at most
+DEFAULT_HOLDS_LIMIT = 100
 
 
 class WalletOpKind(enum.StrEnum):
@@ -112,3 +120,31 @@ class WalletBalance:
     asset: str
     available: int
     locked: int
+
+
+@dataclass(frozen=True, slots=True)
+class WalletHold:
+    """A hold the wallet still has applied: no void released it (releases and debits that
+    took from it are operations of their own and do not change it)."""
+
+    key: str
+    user_id: int
+    asset: str
+    amount_units: int  # as held, > 0
+    applied_at_ms: int  # the wallet's clock when it applied the hold
+
+
+@dataclass(frozen=True, slots=True)
+class HoldsCursor:
+    """Where a page of holds ended: the next page starts after (applied_at_ms, key)."""
+
+    applied_at_ms: int
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class HoldsPage:
+    """Applied holds ascending by (applied_at_ms, key); `next` is None on the last page."""
+
+    holds: tuple[WalletHold, ...]
+    next: HoldsCursor | None

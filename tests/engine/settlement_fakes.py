@@ -9,6 +9,8 @@
   plus scripted faults (`Fault`): DOWN (unavailable, nothing applied), LOST_REPLY
   (applied, then unavailable) and REFUSE (rejected, nothing applied). Every call
   and its outcome is recorded in `calls`; every key applied, in `applied`.
+  `holds` pages the holds still applied (not voided, no tombstone) as the
+  service does, ascending by (applied_at_ms, key).
 - `FakeClock` (`now_ms()`, and callable for a `CircuitBreaker`) and `FakeSleep`
   (records the waits it is asked for and returns at once, after yielding).
 """
@@ -26,7 +28,16 @@ from crossbook.engine.ports import WalletRejectedError, WalletUnavailableError
 from crossbook.engine.read_model.records import StoredBalance
 from crossbook.engine.settlement import pending_settlement
 from crossbook.engine.settlement_plan import PlannedSettlement, SettlementStatus, StoredSettlement
-from crossbook.wallet_protocol import WalletAccount, WalletOp, WalletOpKind, WalletReceipt
+from crossbook.wallet_protocol import (
+    DEFAULT_HOLDS_LIMIT,
+    HoldsCursor,
+    HoldsPage,
+    WalletAccount,
+    WalletHold,
+    WalletOp,
+    WalletOpKind,
+    WalletReceipt,
+)
 from crossbook.wallet_service.ledger import WalletLedger
 
 
@@ -245,6 +256,33 @@ class FakeWallet:
             for (u, asset), b in sorted(self.ledger.balances.items())
             if u == user_id
         ]
+
+    async def holds(
+        self,
+        *,
+        applied_before_ms: int,
+        applied_after_ms: int | None = None,
+        user_id: int | None = None,
+        after: HoldsCursor | None = None,
+        limit: int = DEFAULT_HOLDS_LIMIT,
+    ) -> HoldsPage:
+        await asyncio.sleep(0)
+        found = []
+        for record in self._records.values():
+            op, at = record.op, record.receipt.applied_at_ms
+            if op.kind is not WalletOpKind.HOLD or record.voided or record.tombstone:
+                continue
+            if at > applied_before_ms or (applied_after_ms is not None and at <= applied_after_ms):
+                continue
+            if user_id is not None and op.user_id != user_id:
+                continue
+            if after is not None and (at, op.key) <= (after.applied_at_ms, after.key):
+                continue
+            found.append(WalletHold(op.key, op.user_id, op.asset, op.amount_units, at))
+        found.sort(key=lambda hold: (hold.applied_at_ms, hold.key))
+        page = tuple(found[:limit])
+        more = len(found) > limit
+        return HoldsPage(page, HoldsCursor(page[-1].applied_at_ms, page[-1].key) if more else None)
 
     # -- inside ------------------------------------------------------------------------------
 

@@ -10,12 +10,21 @@ from crossbook.engine.breaker import BreakerState, CircuitBreaker
 from crossbook.engine.guarded_wallet import GuardedWallet, WalletCircuitOpenError
 from crossbook.engine.ports import Wallet, WalletRejectedError, WalletUnavailableError
 from crossbook.engine.read_model.records import StoredBalance
-from crossbook.wallet_protocol import WalletOp, WalletOpKind, WalletReceipt
+from crossbook.wallet_protocol import (
+    DEFAULT_HOLDS_LIMIT,
+    HoldsCursor,
+    HoldsPage,
+    WalletHold,
+    WalletOp,
+    WalletOpKind,
+    WalletReceipt,
+)
 
 T = TypeVar("T")
 OP = WalletOp("hold-1", WalletOpKind.HOLD, 7, "USDT", 1_500)
 RECEIPT = WalletReceipt("hold-1", 1_500, 123, replayed=False)
 BALANCES = [StoredBalance(7, "USDT", 100, 5)]
+PAGE = HoldsPage((WalletHold("hold-1", 7, "USDT", 1_500, 123),), HoldsCursor(123, "hold-1"))
 
 
 class FakeClock:
@@ -46,6 +55,20 @@ class FakeWallet:
     async def balances(self, user_id: int) -> list[StoredBalance]:
         outcome = await self._answer(user_id)
         assert isinstance(outcome, list)
+        return outcome
+
+    async def holds(
+        self,
+        *,
+        applied_before_ms: int,
+        applied_after_ms: int | None = None,
+        user_id: int | None = None,
+        after: HoldsCursor | None = None,
+        limit: int = DEFAULT_HOLDS_LIMIT,
+    ) -> HoldsPage:
+        asked = ("holds", applied_before_ms, applied_after_ms, user_id, after, limit)
+        outcome = await self._answer(asked)
+        assert isinstance(outcome, HoldsPage)
         return outcome
 
     async def _answer(self, call: object) -> object:
@@ -92,6 +115,24 @@ def test_answers_pass_through_and_count_as_successes() -> None:
     assert inner.calls == [OP, OP, 7]
 
 
+def test_holds_pass_through_with_every_argument_and_feed_the_breaker() -> None:
+    cursor = HoldsCursor(100, "hold-0")
+    inner = FakeWallet(unavailable(), PAGE, PAGE)
+    wallet, breaker, _ = guarded(inner, threshold=2)
+    with pytest.raises(WalletUnavailableError):
+        run(wallet.holds(applied_before_ms=500))
+    assert breaker.consecutive_failures == 1
+    page = run(wallet.holds(applied_before_ms=500, applied_after_ms=5, user_id=7, after=cursor))
+    assert page is PAGE
+    assert breaker.consecutive_failures == 0
+    assert run(wallet.holds(applied_before_ms=9, limit=1)) is PAGE
+    assert inner.calls == [
+        ("holds", 500, None, None, None, DEFAULT_HOLDS_LIMIT),
+        ("holds", 500, 5, 7, cursor, DEFAULT_HOLDS_LIMIT),
+        ("holds", 9, None, None, None, 1),
+    ]
+
+
 def test_a_rejection_is_re_raised_and_counts_as_a_success() -> None:
     refusal = WalletRejectedError("INSUFFICIENT_BALANCE", "not enough", {"asset": "USDT"})
     inner = FakeWallet(unavailable(), refusal)
@@ -112,7 +153,7 @@ def test_it_opens_after_the_threshold_and_then_fails_fast_without_calling() -> N
         with pytest.raises(WalletUnavailableError):
             run(wallet.apply(OP))
     assert breaker.state is BreakerState.OPEN
-    for call in (wallet.apply(OP), wallet.balances(7)):
+    for call in (wallet.apply(OP), wallet.balances(7), wallet.holds(applied_before_ms=1)):
         with pytest.raises(WalletCircuitOpenError):
             run(call)
     assert len(inner.calls) == 2

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 import aiohttp
 import pytest
@@ -15,7 +16,16 @@ from aiohttp import web
 from crossbook.adapters.wallet_client import MAX_REPLY_BODY_BYTES, HttpWallet
 from crossbook.engine.ports import Wallet, WalletRejectedError, WalletUnavailableError
 from crossbook.engine.read_model.records import StoredBalance
-from crossbook.wallet_protocol import WalletAccount, WalletOp, WalletOpKind, WalletReceipt
+from crossbook.wallet_protocol import (
+    MAX_HOLDS_LIMIT,
+    HoldsCursor,
+    HoldsPage,
+    WalletAccount,
+    WalletHold,
+    WalletOp,
+    WalletOpKind,
+    WalletReceipt,
+)
 
 T = TypeVar("T")
 HOST = "127.0.0.1"
@@ -134,6 +144,10 @@ def reply(status: int, body: bytes = b"", content_type: str = "application/json"
 
 def ok(data: object) -> Answer:
     return reply(200, as_json({"success": True, "data": data}))
+
+
+def page(data: object, meta: object) -> Answer:
+    return reply(200, as_json({"success": True, "data": data, "meta": meta}))
 
 
 def error(status: int, code: str = "SOME_CODE", details: object = None) -> Answer:
@@ -552,6 +566,205 @@ def test_balances_errors_map_like_operations() -> None:
             lambda wallet: wallet.balances(7),
             timeout_ms=SHORT_TIMEOUT_MS,
         )
+
+
+def hold_data(key: str, applied_at_ms: int, /, **changes: object) -> dict[str, object]:
+    data: dict[str, object] = {
+        "key": key,
+        "user_id": 7,
+        "asset": "USDT",
+        "amount_units": "100000000000000000000",
+        "applied_at_ms": applied_at_ms,
+    }
+    data.update(changes)
+    return data
+
+
+def next_cursor(applied_at_ms: int, key: str) -> dict[str, object]:
+    return {"after_applied_at_ms": applied_at_ms, "after_key": key}
+
+
+def test_holds_sends_the_bounds_and_parses_a_page_with_its_cursor() -> None:
+    data = [hold_data("hold:a", 50), hold_data("hold:b", 60)]
+    service = WalletService(page(data, {"next": next_cursor(60, "hold:b")}))
+    cursor = HoldsCursor(40, "hold:z")
+    result = call(
+        service,
+        lambda wallet: wallet.holds(
+            applied_before_ms=90, applied_after_ms=10, user_id=7, after=cursor, limit=2
+        ),
+    )
+    assert result == HoldsPage(
+        (
+            WalletHold("hold:a", 7, "USDT", 100_000_000_000_000_000_000, 50),
+            WalletHold("hold:b", 7, "USDT", 100_000_000_000_000_000_000, 60),
+        ),
+        HoldsCursor(60, "hold:b"),
+    )
+    (request,) = service.requests
+    assert request.method == "GET"
+    path, _, query = request.path.partition("?")
+    assert path == "/api/v1/holds"
+    assert parse_qsl(query, strict_parsing=True) == [
+        ("applied_before_ms", "90"),
+        ("limit", "2"),
+        ("applied_after_ms", "10"),
+        ("user_id", "7"),
+        ("after_applied_at_ms", "40"),
+        ("after_key", "hold:z"),
+    ]
+    assert request.headers["authorization"] == f"Bearer {TOKEN}"
+    assert request.body == b""
+
+
+def test_holds_with_only_the_upper_bound_and_a_last_page() -> None:
+    service = WalletService(page([hold_data("hold:a", 90)], {"next": None}))
+    result = call(service, lambda wallet: wallet.holds(applied_before_ms=90))
+    assert result == HoldsPage((WalletHold("hold:a", 7, "USDT", 10**20, 90),), None)
+    (request,) = service.requests
+    assert request.path == "/api/v1/holds?applied_before_ms=90&limit=100"
+
+
+def test_no_holds_is_an_empty_last_page() -> None:
+    service = WalletService(page([], {"next": None}))
+    assert call(service, lambda wallet: wallet.holds(applied_before_ms=1)) == HoldsPage((), None)
+
+
+def test_holds_on_one_instant_are_a_valid_page() -> None:
+    data = [hold_data("hold:a", 50), hold_data("hold:b", 50), hold_data("hold:c", 50)]
+    service = WalletService(page(data, {"next": None}))
+    result = call(
+        service, lambda wallet: wallet.holds(applied_before_ms=50, after=HoldsCursor(50, "hold:0"))
+    )
+    assert [hold.key for hold in result.holds] == ["hold:a", "hold:b", "hold:c"]
+
+
+TWO = [hold_data("hold:a", 50), hold_data("hold:b", 60)]
+ASKED = {"applied_before_ms": 90, "applied_after_ms": 10, "user_id": 7, "limit": 2}
+
+
+@pytest.mark.parametrize(
+    ("data", "meta", "asked"),
+    [
+        ({"key": "hold:a"}, {"next": None}, {}),
+        (TWO, None, {}),
+        (TWO, {}, {}),
+        (TWO, {"next": "hold:b"}, {}),
+        (TWO, {"next": {"after_applied_at_ms": 60}}, {}),
+        (TWO, {"next": {**next_cursor(60, "hold:b"), "extra": 1}}, {}),
+        (TWO, {"next": next_cursor(60, "hold:a")}, {}),
+        (TWO, {"next": next_cursor(50, "hold:b")}, {}),
+        (TWO, {"next": {"after_applied_at_ms": "60", "after_key": "hold:b"}}, {}),
+        (TWO[:1], {"next": next_cursor(50, "hold:a")}, {}),
+        ([], {"next": next_cursor(50, "hold:a")}, {}),
+        ([*TWO, hold_data("hold:c", 70)], {"next": None}, {}),
+        (["hold:a"], {"next": None}, {}),
+        ([hold_data("hold:a", 50), hold_data("hold:a", 60)], {"next": None}, {}),
+        ([hold_data("hold:a", 60), hold_data("hold:b", 50)], {"next": None}, {}),
+        ([hold_data("", 50)], {"next": None}, {}),
+        ([hold_data("hold a", 50)], {"next": None}, {}),
+        ([hold_data("h" * 201, 50)], {"next": None}, {}),
+        ([hold_data("hold:a", 50, user_id=8)], {"next": None}, {}),
+        ([hold_data("hold:a", 50, user_id="7")], {"next": None}, {}),
+        ([hold_data("hold:a", 50, user_id=True)], {"next": None}, {}),
+        ([hold_data("hold:a", 50, asset="")], {"next": None}, {}),
+        ([hold_data("hold:a", 50, asset=None)], {"next": None}, {}),
+        ([hold_data("hold:a", 50, amount_units=5)], {"next": None}, {}),
+        ([hold_data("hold:a", 50, amount_units="0")], {"next": None}, {}),
+        ([hold_data("hold:a", 50, amount_units="-5")], {"next": None}, {}),
+        ([hold_data("hold:a", 50, applied_at_ms="50")], {"next": None}, {}),
+        ([hold_data("hold:a", 50, applied_at_ms=-1)], {"next": None}, {}),
+        ([hold_data("hold:a", 91)], {"next": None}, {}),
+        ([hold_data("hold:a", 10)], {"next": None}, {}),
+        ([hold_data("hold:a", 39)], {"next": None}, {"after": HoldsCursor(40, "hold:z")}),
+        ([hold_data("hold:z", 40)], {"next": None}, {"after": HoldsCursor(40, "hold:z")}),
+    ],
+    ids=[
+        "data-object",
+        "no-meta",
+        "no-next",
+        "next-string",
+        "next-without-key",
+        "next-extra-field",
+        "next-other-key",
+        "next-other-time",
+        "next-time-string",
+        "next-after-a-short-page",
+        "next-after-an-empty-page",
+        "more-than-limit",
+        "hold-string",
+        "key-repeated",
+        "out-of-order",
+        "key-empty",
+        "key-space",
+        "key-too-long",
+        "other-user",
+        "user-string",
+        "user-bool",
+        "asset-empty",
+        "asset-missing",
+        "amount-number",
+        "amount-zero",
+        "amount-negative",
+        "applied-at-string",
+        "applied-at-negative",
+        "after-upper-bound",
+        "at-lower-bound",
+        "before-cursor",
+        "the-cursor-itself",
+    ],
+)
+def test_malformed_pages_of_holds_are_unavailable(
+    data: object, meta: object, asked: dict[str, Any]
+) -> None:
+    service = WalletService(page(data, meta))
+    with pytest.raises(WalletUnavailableError, match="malformed"):
+        call(service, lambda wallet: wallet.holds(**{**ASKED, **asked}))
+
+
+def test_a_page_without_the_success_envelope_is_unavailable() -> None:
+    service = WalletService(reply(200, as_json({"success": False, "data": [], "meta": {}})))
+    with pytest.raises(WalletUnavailableError, match="malformed"):
+        call(service, lambda wallet: wallet.holds(applied_before_ms=1))
+
+
+def test_holds_errors_map_like_operations() -> None:
+    with pytest.raises(WalletRejectedError) as raised:
+        call(
+            WalletService(error(400, "INVALID_REQUEST", {"errors": []})),
+            lambda wallet: wallet.holds(applied_before_ms=1),
+        )
+    assert raised.value.code == "INVALID_REQUEST"
+    assert raised.value.details == {"errors": []}
+    with pytest.raises(WalletUnavailableError):
+        call(WalletService(error(503)), lambda wallet: wallet.holds(applied_before_ms=1))
+    with pytest.raises(WalletUnavailableError, match="timed out"):
+        call(
+            WalletService(stall_before_answering),
+            lambda wallet: wallet.holds(applied_before_ms=1),
+            timeout_ms=SHORT_TIMEOUT_MS,
+        )
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [
+        {"limit": 0},
+        {"limit": MAX_HOLDS_LIMIT + 1},
+        {"applied_before_ms": -1},
+        {"applied_after_ms": -1},
+        {"user_id": -1},
+        {"after": HoldsCursor(-1, "hold:a")},
+        {"after": HoldsCursor(1, "")},
+        {"after": HoldsCursor(1, "hold a")},
+    ],
+    ids=str,
+)
+def test_bad_holds_arguments_are_refused_before_sending(asked: dict[str, Any]) -> None:
+    service = WalletService(page([], {"next": None}))
+    with pytest.raises(ValueError):
+        call(service, lambda wallet: wallet.holds(**{"applied_before_ms": 1, **asked}))
+    assert service.requests == []
 
 
 def test_one_client_serves_concurrent_calls() -> None:

@@ -1,5 +1,6 @@
 """`crossbook wallet serve` as a real process, over real HTTP: authentication, every
-operation, malformed input, each injected fault, SIGKILL and restart, production mode.
+operation, the listing of applied holds (through the exchange's client too), malformed
+input, each injected fault, SIGKILL and restart, production mode.
 
 Most tests share one process (`shared_wallet`: SQLite, faults enabled); each works
 in assets and keys of its own, so its balances and totals are exact whatever the
@@ -8,6 +9,7 @@ others did. The tests that kill, restart or refuse to start a process have their
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import secrets
 import sqlite3
@@ -18,6 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
+from crossbook.adapters.wallet_client import HttpWallet
+from crossbook.wallet_protocol import HoldsCursor, HoldsPage, WalletHold
 from crossbook.wallet_service.server import EXIT_HALTED
 
 from wallet_support import WalletFactory, WalletProcess
@@ -59,6 +63,7 @@ def test_health_needs_no_token_and_v1_needs_the_right_one(wallet: WalletProcess)
         ("GET", "/v1/balances/1"),
         ("GET", "/v1/totals"),
         ("GET", "/v1/operations/some-key"),
+        ("GET", "/v1/holds"),
         ("POST", "/v1/operations"),
         ("GET", "/v1/faults"),
         ("PUT", "/v1/faults"),
@@ -172,6 +177,51 @@ def test_void_over_http(wallet: WalletProcess) -> None:
     assert wallet.balances(30) == {asset: (401, 600)}
     assert wallet.apply(body("void", 30, asset, target_key=hold["key"]))["amount_units"] == "600"
     assert wallet.balances(30) == {asset: (1_001, 0)}
+
+
+def test_applied_holds_over_http_and_through_the_exchange_client(wallet: WalletProcess) -> None:
+    user_id, asset = 900_000 + next(_numbers), fresh_asset()
+    wallet.apply(body("deposit", user_id, asset, 1_000))
+    holds = [body("hold", user_id, asset, 10 * (n + 1)) for n in range(5)]
+    receipts = [wallet.apply(hold) for hold in holds]
+    wallet.apply(body("void", user_id, asset, target_key=holds[1]["key"]))
+    wallet.apply(body("release", user_id, asset, 5))  # the holds stay applied
+    expected = sorted(
+        (
+            WalletHold(holds[n]["key"], user_id, asset, 10 * (n + 1), receipts[n]["applied_at_ms"])
+            for n in (0, 2, 3, 4)
+        ),
+        key=lambda hold: (hold.applied_at_ms, hold.key),  # SQLite: keys compare bytewise
+    )
+    response = wallet.request("GET", "/v1/holds", params={"user_id": user_id, "limit": 3})
+    assert response.status_code == 200, response.text
+    page = response.json()
+    assert set(page) == {"success", "data", "meta"} and page["success"] is True
+    assert [hold["key"] for hold in page["data"]] == [hold.key for hold in expected[:3]]
+    assert page["meta"]["next"] == {
+        "after_applied_at_ms": expected[2].applied_at_ms,
+        "after_key": expected[2].key,
+    }
+
+    async def page_through() -> list[HoldsPage]:
+        client = HttpWallet(wallet.url, wallet.service_token)
+        try:
+            pages: list[HoldsPage] = []
+            cursor: HoldsCursor | None = None
+            while not pages or cursor is not None:
+                pages.append(
+                    await client.holds(
+                        applied_before_ms=2**63 - 1, user_id=user_id, after=cursor, limit=2
+                    )
+                )
+                cursor = pages[-1].next
+            return pages
+        finally:
+            await client.aclose()
+
+    pages = asyncio.run(page_through())
+    assert [list(page.holds) for page in pages] == [expected[:2], expected[2:]]
+    assert pages[-1].next is None
 
 
 # -- malformed input -----------------------------------------------------------------------------

@@ -1023,7 +1023,7 @@ def test_migrations_create_exactly_the_schema(fresh_wallet_database_url: str) ->
     url = fresh_wallet_database_url
     assert current_revision(url, WALLET_MIGRATIONS) is None
     upgrade(url, "head", WALLET_MIGRATIONS)
-    assert current_revision(url, WALLET_MIGRATIONS) == "w0001"
+    assert current_revision(url, WALLET_MIGRATIONS) == "w0002"
     assert current_revision(url, ENGINE_MIGRATIONS) is None  # the engine's history is another one
     assert run_with_connection(url, schema_diff) == []
     tables = run_with_connection(url, lambda c: set(inspect(c).get_table_names()))

@@ -10,11 +10,16 @@ answer).
 - `POST /v1/operations` applies one idempotent operation (amounts as decimal
   integer strings) and answers `{"success": true, "data": {...receipt}}`;
 - `GET /v1/balances/{user_id}` answers `{"success": true, "data": [...]}`;
+- `GET /v1/holds?applied_before_ms=…` answers one page of the holds still
+  applied, `{"success": true, "data": [...], "meta": {"next": cursor | null}}`;
 - errors answer `{"success": false, "error": {"code", "message", "details"}}`.
 
 Error mapping (the port's two kinds, see `crossbook.engine.ports`):
 - 200 with a well-formed body → the receipt (its key, op, user, asset and, but
-  for a void, amount must be those of the operation sent) or the balances;
+  for a void, amount must be those of the operation sent), the balances, or the
+  page of holds (every hold within the bounds, of the user and after the cursor
+  asked for, keys distinct, applied_at_ms never decreasing, at most `limit`;
+  a `next` only after a full page, equal to its last hold);
 - 4xx except 408 and 429 → `WalletRejectedError(code, message, details)`: the
   service answered and refused, nothing was applied. A body that is not the
   error envelope gives code `WALLET_PROTOCOL_ERROR`;
@@ -44,27 +49,41 @@ and, once closed, refuses further calls.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import orjson
 
 from crossbook.engine.ports import WalletRejectedError, WalletUnavailableError
 from crossbook.engine.read_model.records import StoredBalance
-from crossbook.wallet_protocol import WalletOp, WalletOpKind, WalletReceipt
+from crossbook.wallet_protocol import (
+    DEFAULT_HOLDS_LIMIT,
+    MAX_HOLDS_LIMIT,
+    MAX_KEY_CHARS,
+    HoldsCursor,
+    HoldsPage,
+    WalletHold,
+    WalletOp,
+    WalletOpKind,
+    WalletReceipt,
+)
 
 OPERATIONS_PATH = "/v1/operations"
 BALANCES_PATH = "/v1/balances/{user_id}"
+HOLDS_PATH = "/v1/holds"
 PROTOCOL_ERROR_CODE = "WALLET_PROTOCOL_ERROR"
 TRANSIENT_CLIENT_STATUSES = frozenset({408, 429})
 MAX_ERROR_TEXT_CHARS = 200
-MAX_REPLY_BODY_BYTES = 1 << 20  # a user's balances over thousands of assets still fit
+MAX_REPLY_BODY_BYTES = 1 << 20  # a user's balances over thousands of assets still fit, and
+# a full page of holds (MAX_HOLDS_LIMIT of them with the longest keys: about 330 KB)
 HTTP_OK = 200
 
 _UNITS_PATTERN = re.compile(r"[0-9]{1,40}")
+_KEY_PATTERN = re.compile(rf"[A-Za-z0-9:._-]{{1,{MAX_KEY_CHARS}}}")
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
 
@@ -127,6 +146,24 @@ class HttpWallet:
         reply = await self._send(what, "GET", BALANCES_PATH.format(user_id=user_id))
         try:
             return parse_balances(success_data(reply), user_id)
+        except MalformedAnswerError as exc:
+            raise WalletUnavailableError(f"{what}: malformed answer ({exc})") from exc
+
+    async def holds(
+        self,
+        *,
+        applied_before_ms: int,
+        applied_after_ms: int | None = None,
+        user_id: int | None = None,
+        after: HoldsCursor | None = None,
+        limit: int = DEFAULT_HOLDS_LIMIT,
+    ) -> HoldsPage:
+        query = HoldsRequest(applied_before_ms, applied_after_ms, user_id, after, limit)
+        what = f"wallet holds applied up to {applied_before_ms}"
+        reply = await self._send(what, "GET", f"{HOLDS_PATH}?{urlencode(query.params())}")
+        try:
+            data, meta = success_envelope(reply)
+            return parse_holds_page(data, meta, query)
         except MalformedAnswerError as exc:
             raise WalletUnavailableError(f"{what}: malformed answer ({exc})") from exc
 
@@ -202,10 +239,15 @@ def operation_body(op: WalletOp) -> dict[str, Any]:
 
 
 def success_data(reply: Reply) -> Any:
+    return success_envelope(reply)[0]
+
+
+def success_envelope(reply: Reply) -> tuple[Any, Any]:
+    """The `data` and the `meta` (None if absent) of a success envelope."""
     body = json_body(reply)
     if not isinstance(body, dict) or body.get("success") is not True or "data" not in body:
         raise MalformedAnswerError("not a success envelope")
-    return body["data"]
+    return body["data"], body.get("meta")
 
 
 def parse_receipt(data: Any, op: WalletOp) -> WalletReceipt:
@@ -241,6 +283,112 @@ def parse_balances(data: Any, user_id: int) -> list[StoredBalance]:
         locked = parse_units(item.get("locked"), f"{asset} locked")
         balances[asset] = StoredBalance(user_id, asset, available, locked)
     return [balances[asset] for asset in sorted(balances)]
+
+
+@dataclass(frozen=True, slots=True)
+class HoldsRequest:
+    """What a page of holds was asked with (checked here: a bad one is a bug of the caller)."""
+
+    applied_before_ms: int
+    applied_after_ms: int | None
+    user_id: int | None
+    after: HoldsCursor | None
+    limit: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.limit <= MAX_HOLDS_LIMIT:
+            raise ValueError(f"limit {self.limit} is not from 1 to {MAX_HOLDS_LIMIT}")
+        numbers = (self.applied_before_ms, self.applied_after_ms, self.user_id)
+        if any(n is not None and n < 0 for n in numbers):
+            raise ValueError(f"negative bound or user id: {self}")
+        if self.after is not None and (
+            self.after.applied_at_ms < 0 or not _KEY_PATTERN.fullmatch(self.after.key)
+        ):
+            raise ValueError(f"invalid cursor {self.after}")
+
+    def params(self) -> dict[str, str]:
+        params = {"applied_before_ms": str(self.applied_before_ms), "limit": str(self.limit)}
+        if self.applied_after_ms is not None:
+            params["applied_after_ms"] = str(self.applied_after_ms)
+        if self.user_id is not None:
+            params["user_id"] = str(self.user_id)
+        if self.after is not None:
+            params["after_applied_at_ms"] = str(self.after.applied_at_ms)
+            params["after_key"] = self.after.key
+        return params
+
+
+def parse_holds_page(data: Any, meta: Any, request: HoldsRequest) -> HoldsPage:
+    if not isinstance(data, list):
+        raise MalformedAnswerError("holds are not a list")
+    if len(data) > request.limit:
+        raise MalformedAnswerError(f"{len(data)} holds in a page of at most {request.limit}")
+    holds = [parse_hold(item, request) for item in data]
+    if len({hold.key for hold in holds}) != len(holds):
+        raise MalformedAnswerError("a hold key is repeated")
+    for earlier, later in itertools.pairwise(holds):
+        if later.applied_at_ms < earlier.applied_at_ms:
+            raise MalformedAnswerError(f"hold {later.key!r} out of order")
+    if not isinstance(meta, dict) or "next" not in meta:
+        raise MalformedAnswerError("no meta.next")
+    cursor = parse_cursor(meta["next"])
+    if cursor is not None:
+        if len(holds) != request.limit:
+            raise MalformedAnswerError("a next cursor after a page that is not full")
+        last = holds[-1]
+        if cursor != HoldsCursor(last.applied_at_ms, last.key):
+            raise MalformedAnswerError(f"next cursor {cursor} is not the last hold")
+    return HoldsPage(tuple(holds), cursor)
+
+
+def parse_hold(item: Any, request: HoldsRequest) -> WalletHold:
+    if not isinstance(item, dict):
+        raise MalformedAnswerError("a hold is not an object")
+    key = parse_key(item.get("key"), "hold key")
+    user_id = parse_count(item.get("user_id"), f"hold {key!r} user_id")
+    if request.user_id is not None and user_id != request.user_id:
+        raise MalformedAnswerError(f"hold {key!r} of user {user_id}, not {request.user_id}")
+    asset = item.get("asset")
+    if not isinstance(asset, str) or not asset:
+        raise MalformedAnswerError(f"hold {key!r} asset {asset!r}")
+    amount_units = parse_units(item.get("amount_units"), f"hold {key!r} amount_units")
+    if amount_units == 0:
+        raise MalformedAnswerError(f"hold {key!r} of no amount")
+    applied_at_ms = parse_count(item.get("applied_at_ms"), f"hold {key!r} applied_at_ms")
+    after_ms = request.applied_after_ms
+    if applied_at_ms > request.applied_before_ms or (
+        after_ms is not None and applied_at_ms <= after_ms
+    ):
+        raise MalformedAnswerError(f"hold {key!r} applied at {applied_at_ms}, out of bounds")
+    cursor = request.after
+    if cursor is not None and (
+        applied_at_ms < cursor.applied_at_ms
+        or (applied_at_ms == cursor.applied_at_ms and key == cursor.key)
+    ):
+        raise MalformedAnswerError(f"hold {key!r} is not after the cursor")
+    return WalletHold(key, user_id, asset, amount_units, applied_at_ms)
+
+
+def parse_cursor(value: Any) -> HoldsCursor | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"after_applied_at_ms", "after_key"}:
+        raise MalformedAnswerError(f"next cursor {value!r}")
+    applied_at_ms = parse_count(value["after_applied_at_ms"], "next after_applied_at_ms")
+    return HoldsCursor(applied_at_ms, parse_key(value["after_key"], "next after_key"))
+
+
+def parse_key(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not _KEY_PATTERN.fullmatch(value):
+        raise MalformedAnswerError(f"{name} {value!r} is not a key")
+    return value
+
+
+def parse_count(value: Any, name: str) -> int:
+    """A non-negative JSON integer (not a boolean)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise MalformedAnswerError(f"{name} {value!r} is not a non-negative integer")
+    return value
 
 
 def parse_units(value: Any, name: str) -> int:

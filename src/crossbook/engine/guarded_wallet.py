@@ -4,7 +4,7 @@ Every call asks the breaker first. Refused, it raises `WalletCircuitOpenError`
 (a `WalletUnavailableError`, so callers treat it as transient and retry with the
 same key later) without touching the wallet. Admitted, the outcome is recorded:
 - `WalletUnavailableError` (timeout, connection lost, 5xx): a failure;
-- a receipt, balances, or `WalletRejectedError`: a success, since the wallet
+- a receipt, balances, a page of holds, or `WalletRejectedError`: a success, since the wallet
   answered (a refusal is about the request, not the wallet's health);
 - anything else (cancellation, a bug): no verdict; if the call was the
   half-open probe its slot is released so that the next call may probe.
@@ -21,7 +21,13 @@ from typing import TypeVar
 from crossbook.engine.breaker import BreakerState, CircuitBreaker
 from crossbook.engine.ports import Wallet, WalletRejectedError, WalletUnavailableError
 from crossbook.engine.read_model.records import StoredBalance
-from crossbook.wallet_protocol import WalletOp, WalletReceipt
+from crossbook.wallet_protocol import (
+    DEFAULT_HOLDS_LIMIT,
+    HoldsCursor,
+    HoldsPage,
+    WalletOp,
+    WalletReceipt,
+)
 
 T = TypeVar("T")
 
@@ -46,6 +52,25 @@ class GuardedWallet:
 
     async def balances(self, user_id: int) -> list[StoredBalance]:
         return await self._guarded(lambda: self._wallet.balances(user_id))
+
+    async def holds(
+        self,
+        *,
+        applied_before_ms: int,
+        applied_after_ms: int | None = None,
+        user_id: int | None = None,
+        after: HoldsCursor | None = None,
+        limit: int = DEFAULT_HOLDS_LIMIT,
+    ) -> HoldsPage:
+        return await self._guarded(
+            lambda: self._wallet.holds(
+                applied_before_ms=applied_before_ms,
+                applied_after_ms=applied_after_ms,
+                user_id=user_id,
+                after=after,
+                limit=limit,
+            )
+        )
 
     async def _guarded(self, call: Callable[[], Awaitable[T]]) -> T:
         breaker = self._breaker

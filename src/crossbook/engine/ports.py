@@ -30,7 +30,13 @@ from crossbook.engine.read_model.records import (
     StoredUser,
 )
 from crossbook.engine.settlement_plan import SettlementStatus, StoredSettlement
-from crossbook.wallet_protocol import WalletOp, WalletReceipt
+from crossbook.wallet_protocol import (
+    DEFAULT_HOLDS_LIMIT,
+    HoldsCursor,
+    HoldsPage,
+    WalletOp,
+    WalletReceipt,
+)
 
 MAX_READ_LIMIT = 1_000
 
@@ -211,4 +217,20 @@ class Wallet(Protocol):
 
     async def balances(self, user_id: int) -> list[StoredBalance]:
         """The user's balances, by asset code."""
+        ...
+
+    async def holds(
+        self,
+        *,
+        applied_before_ms: int,
+        applied_after_ms: int | None = None,
+        user_id: int | None = None,
+        after: HoldsCursor | None = None,
+        limit: int = DEFAULT_HOLDS_LIMIT,
+    ) -> HoldsPage:
+        """One page of the holds the wallet still has applied (no void released them),
+        applied_after_ms < applied_at_ms <= applied_before_ms, of `user_id` if given,
+        ascending by (applied_at_ms, key) after the cursor `after`; at most `limit`
+        (1 to `MAX_HOLDS_LIMIT`). Page on by passing the same bounds and `page.next`
+        until it is None."""
         ...

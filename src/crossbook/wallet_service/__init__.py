@@ -2,10 +2,11 @@
 
 The exchange engine in remote-wallet mode keeps no balances: it asks this
 service, through its `Wallet` port (`crossbook.engine.ports`) and over HTTP, to
-hold, release, debit and credit funds. The service has its own database (SQLite
-by default, PostgreSQL by URL) and an HTTP API authenticated by one service token.
+hold, release, debit and credit funds, and to list the holds still applied (those
+no void released). The service has its own database (SQLite by default,
+PostgreSQL by URL) and an HTTP API authenticated by one service token.
 
-Both sides share only `crossbook.wallet_protocol` (operations, receipts) and
+Both sides share only `crossbook.wallet_protocol` (operations, receipts, holds) and
 the database plumbing of `crossbook.sql_support`; the service imports nothing
 of the exchange's engine, api or adapters (a layering test checks it).
 

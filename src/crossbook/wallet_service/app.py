@@ -5,13 +5,15 @@
     GET    /v1/operations/{key}         the operation recorded under a key, or 404
     GET    /v1/balances/{user_id}       a user's non-zero balances, by asset
     GET    /v1/totals                   per asset: total, net deposits, in transit
+    GET    /v1/holds                    holds still applied, a page (`meta.next`: the cursor)
     GET|PUT|DELETE /v1/faults           fault injection (only with faults_enabled)
 
 Every path under `/v1` needs `Authorization: Bearer <service token>` (compared
 in constant time, before routing: an unknown `/v1` path without it is 401 too),
-else 401 UNAUTHORIZED. Success is `{"success": true, "data": …}`,
-a refusal `{"success": false, "error": {"code", "message", "details"}}` with the
-status of its code (`model.STATUS`, one place). No 5xx for bad input: only a bug
+else 401 UNAUTHORIZED. Success is `{"success": true, "data": …}` (and, on the
+paged `/v1/holds` only, `"meta": {"next": …}`), a refusal
+`{"success": false, "error": {"code", "message", "details"}}` with the status
+of its code (`model.STATUS`, one place). No 5xx for bad input: only a bug
 (500 INTERNAL_ERROR), an injected fault (500 WALLET_FAULT), a database failure
 (503 WALLET_UNAVAILABLE, retry with the same key) or a halted service (503).
 
@@ -40,8 +42,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from crossbook.domain.units import INT64_MAX
-from crossbook.wallet_protocol import WalletCode
-from crossbook.wallet_service.bodies import KEY_PATTERN, OperationBody, parse
+from crossbook.wallet_protocol import HoldsPage, WalletCode
+from crossbook.wallet_service.bodies import (
+    KEY_PATTERN,
+    HoldsParams,
+    OperationBody,
+    parse,
+    parse_query,
+)
 from crossbook.wallet_service.faults import FaultMode, Faults, FaultsBody
 from crossbook.wallet_service.model import (
     OperationRecord,
@@ -57,12 +65,15 @@ Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 KEY = re.compile(KEY_PATTERN)
 
 
-def success_body(data: Any) -> bytes:
-    return orjson.dumps({"success": True, "data": data})
+def success_body(data: Any, meta: dict[str, Any] | None = None) -> bytes:
+    body = {"success": True, "data": data}
+    if meta is not None:
+        body["meta"] = meta
+    return orjson.dumps(body)
 
 
-def success(data: Any) -> Response:
-    return Response(success_body(data), media_type=JSON)
+def success(data: Any, meta: dict[str, Any] | None = None) -> Response:
+    return Response(success_body(data, meta), media_type=JSON)
 
 
 def failure(error: WalletError) -> Response:
@@ -114,6 +125,28 @@ def operation_view(record: OperationRecord) -> dict[str, Any]:
     }
 
 
+def holds_view(page: HoldsPage) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The page as `data` and `meta`: `meta.next` holds the query parameters of the
+    next page's cursor, or is null on the last page."""
+    data = [
+        {
+            "key": hold.key,
+            "user_id": hold.user_id,
+            "asset": hold.asset,
+            "amount_units": str(hold.amount_units),
+            "applied_at_ms": hold.applied_at_ms,
+        }
+        for hold in page.holds
+    ]
+    cursor = page.next
+    next_page = (
+        None
+        if cursor is None
+        else {"after_applied_at_ms": cursor.applied_at_ms, "after_key": cursor.key}
+    )
+    return data, {"next": next_page}
+
+
 class ServiceTokenMiddleware:
     """Every path under `/v1` (routes that do not exist included) needs the service token."""
 
@@ -146,6 +179,7 @@ class WalletApi:
             Route("/v1/operations/{key}", self.get_operation, methods=["GET"]),
             Route("/v1/balances/{user_id:int}", self.get_balances, methods=["GET"]),
             Route("/v1/totals", self.get_totals, methods=["GET"]),
+            Route("/v1/holds", self.get_holds, methods=["GET"]),
         ]
         if self.faults is not None:
             routes.append(Route("/v1/faults", self.faults_route, methods=["GET", "PUT", "DELETE"]))
@@ -220,6 +254,11 @@ class WalletApi:
                 for t in totals
             ]
         )
+
+    async def get_holds(self, request: Request) -> Response:
+        query = parse_query(HoldsParams, request.query_params.multi_items()).to_query()
+        page = await self._service(request).holds(query)
+        return success(*holds_view(page))
 
     async def faults_route(self, request: Request) -> Response:
         assert self.faults is not None

@@ -3,7 +3,8 @@
 `OperationRecord` is one row of `wallet_operations`: the request that created it
 (key, op, user, asset, amount, account, target key), what it did
 (`result_units`, `applied_at_ms`) and its status. `Receipt` is what a caller
-gets back: the record and whether this call replayed it.
+gets back: the record and whether this call replayed it. `HoldsQuery` is one
+page's worth of the listing of applied holds (`WalletService.holds`).
 
 `WalletError` is an expected refusal with a stable `WalletCode` (the protocol's,
 see `crossbook.wallet_protocol`); `STATUS` maps each code to its HTTP status in
@@ -18,7 +19,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from crossbook.domain.units import INT64_MAX
-from crossbook.wallet_protocol import WalletAccount, WalletCode, WalletOp, WalletOpKind
+from crossbook.wallet_protocol import (
+    DEFAULT_HOLDS_LIMIT,
+    MAX_HOLDS_LIMIT,
+    HoldsCursor,
+    WalletAccount,
+    WalletCode,
+    WalletOp,
+    WalletOpKind,
+)
 from crossbook.wallet_service.schema import STATUS_APPLIED, STATUS_TOMBSTONE, STATUS_VOIDED
 
 MAX_ACCOUNT_UNITS = INT64_MAX  # available + locked of one (user, asset), see `schema`
@@ -91,6 +100,22 @@ class OperationRecord:
 class Receipt:
     record: OperationRecord
     replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HoldsQuery:
+    """Applied holds with applied_after_ms < applied_at_ms <= applied_before_ms (None:
+    the service's clock now; no lower bound), of `user_id` if given, after `after`,
+    ascending by (applied_at_ms, key), at most `limit` of them."""
+
+    applied_before_ms: int | None = None
+    applied_after_ms: int | None = None
+    user_id: int | None = None
+    after: HoldsCursor | None = None
+    limit: int = DEFAULT_HOLDS_LIMIT
+
+    def __post_init__(self) -> None:
+        assert 1 <= self.limit <= MAX_HOLDS_LIMIT, self
 
 
 STATUS: Mapping[WalletCode, int] = {

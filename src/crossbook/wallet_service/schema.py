@@ -16,6 +16,14 @@ What the tables hold:
   by `voided_by`); `tombstone` (a hold key voided before any hold with it
   arrived: the row reserves the key so that hold is refused).
 
+Index: `ix_wallet_operations_applied_at_ms_key`, partial (`APPLIED_HOLD`: holds
+whose status is `applied`), on (applied_at_ms, key): the keyset-paged listing of
+applied holds reads a range of it. Only hold rows enter it, so other operations
+cost no index write; a void takes its hold out. The listing's predicate is this
+same expression with its constants as literal SQL, never bound parameters: a
+generic PostgreSQL plan (what a prepared statement settles on after a few runs)
+cannot prove a partial index usable from a parameter.
+
 Invariants:
 - money is integer minor units; no float column. Balances and single amounts
   are BIGINT (the service keeps every account's total within 2**63 - 1); the
@@ -28,12 +36,23 @@ Invariants:
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, MetaData, String, Table
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    ColumnElement,
+    Index,
+    MetaData,
+    String,
+    Table,
+    and_,
+    literal_column,
+)
 
 from crossbook.domain.markets import ASSET_CODE_CHARS
 from crossbook.sql_support.naming import NAMING_CONVENTION
 from crossbook.sql_support.wide_integer import WideInteger
-from crossbook.wallet_protocol import MAX_KEY_CHARS
+from crossbook.wallet_protocol import MAX_KEY_CHARS, WalletOpKind
 
 ENUM_CHARS = 16  # op kind, account, status
 VERSION_TABLE = "wallet_alembic_version"
@@ -88,4 +107,23 @@ wallet_operations = Table(
     Column("status", String(ENUM_CHARS), nullable=False),
     _key("voided_by"),
     CheckConstraint("amount_units >= 0 AND result_units >= 0", name="not_negative"),
+)
+
+
+def _sql_string(value: str) -> ColumnElement[str]:
+    assert "'" not in value, value
+    return literal_column(f"'{value}'")
+
+
+APPLIED_HOLD: ColumnElement[bool] = and_(
+    wallet_operations.c.op == _sql_string(WalletOpKind.HOLD.value),
+    wallet_operations.c.status == _sql_string(STATUS_APPLIED),
+)
+
+Index(
+    "ix_wallet_operations_applied_at_ms_key",
+    wallet_operations.c.applied_at_ms,
+    wallet_operations.c.key,
+    sqlite_where=APPLIED_HOLD,
+    postgresql_where=APPLIED_HOLD,
 )

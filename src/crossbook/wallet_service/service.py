@@ -3,6 +3,7 @@
     service = await WalletService.open(store)       # loads every balance and total
     receipt = await service.apply(op)               # a `WalletOp` of the wallet protocol
     service.balances(user_id); service.totals(); await service.operation(key)
+    page = await service.holds(HoldsQuery(applied_before_ms=..., limit=100))
 
 Group commit. `apply` puts the operation on a bounded queue and waits; ONE
 writer task (started by `apply` when none runs, ending when the queue is empty)
@@ -30,7 +31,11 @@ before anything is applied. An unexpected exception while applying (a bug)
 fails the batch uncommitted: its operation's caller gets the exception, the
 others WALLET_UNAVAILABLE, and the ledger is reloaded before the next batch.
 Reads (`balances`, `totals`) wait for the batch being committed, so they show
-committed state only.
+committed state only. `operation` and `holds` read the database (committed
+state by definition) without waiting for the writer, and the writer never waits
+for them: a listing of holds is one bounded read (`limit` + 1 rows of an index
+range), and at most `hold_scans` of them run at once, so that a burst of
+listings cannot take every pooled connection from the writer.
 
 Operations (amounts in integer minor units): hold = available → locked;
 release = locked → available; debit takes from available or locked into
@@ -54,6 +59,10 @@ Known limits: one process per database; the queue holds at most
 `queue_capacity` operations and a batch at most `max_batch_operations`; the
 per-asset sums are kept incrementally and recomputed in full only at start and
 by `totals()`; operations of one batch share one `applied_at_ms`.
+`applied_at_ms` is the wall clock when the batch was applied, before its
+commit: a listing up to a time T can miss a hold stamped at or before T whose
+batch commits after the listing read (or whose stamp went back with the
+clock), so a caller lists up to a time well in the past (a grace time).
 """
 
 from __future__ import annotations
@@ -72,6 +81,8 @@ import structlog
 from crossbook.domain.errors import DomainError, ErrorCode
 from crossbook.domain.ledger import Balance
 from crossbook.wallet_protocol import (
+    HoldsCursor,
+    HoldsPage,
     WalletAccount,
     WalletBalance,
     WalletCode,
@@ -81,6 +92,7 @@ from crossbook.wallet_protocol import (
 from crossbook.wallet_service.ledger import WalletLedger
 from crossbook.wallet_service.model import (
     MAX_ACCOUNT_UNITS,
+    HoldsQuery,
     InvariantBrokenError,
     OperationRecord,
     OperationStatus,
@@ -93,6 +105,7 @@ log = structlog.get_logger(__name__)
 
 QUEUE_CAPACITY = 10_000
 MAX_BATCH_OPERATIONS = 500
+HOLD_SCANS = 1
 
 
 def wall_clock_ms() -> int:
@@ -103,9 +116,10 @@ def wall_clock_ms() -> int:
 class WalletLimits:
     queue_capacity: int = QUEUE_CAPACITY  # operations waiting; beyond, `apply` refuses at once
     max_batch_operations: int = MAX_BATCH_OPERATIONS  # operations per transaction
+    hold_scans: int = HOLD_SCANS  # listings of holds reading at once; the others wait
 
     def __post_init__(self) -> None:
-        if self.queue_capacity < 1 or self.max_batch_operations < 1:
+        if min(self.queue_capacity, self.max_batch_operations, self.hold_scans) < 1:
             raise ValueError(f"wallet limits must be positive: {self}")
 
 
@@ -196,6 +210,7 @@ class WalletService:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(self.limits.queue_capacity)
         self._writer: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # held by the writer for a whole batch, and by reads
+        self._hold_scans = asyncio.Semaphore(self.limits.hold_scans)
         self._memory = _Memory(state)
         self._stale = False  # a commit failed and the reload too: reload before the next batch
         self.halted: InvariantBrokenError | None = None
@@ -250,6 +265,23 @@ class WalletService:
         except Exception as error:
             log.warning("wallet operation lookup failed", key=key, error=repr(error))
             raise _unavailable("the wallet's database is unreachable") from error
+
+    async def holds(self, query: HoldsQuery) -> HoldsPage:
+        """One page of the holds still applied (see `HoldsQuery`), read from the database;
+        `next` is where the next page starts, None if no applied hold follows this page."""
+        before_ms = self._now_ms() if query.applied_before_ms is None else query.applied_before_ms
+        try:
+            async with self._hold_scans:
+                holds = await self._store.applied_holds(
+                    before_ms, query.applied_after_ms, query.user_id, query.after, query.limit + 1
+                )
+        except Exception as error:
+            log.warning("wallet holds listing failed", error=repr(error))
+            raise _unavailable("the wallet's database is unreachable") from error
+        if len(holds) <= query.limit:
+            return HoldsPage(tuple(holds), None)
+        last = holds[query.limit - 1]
+        return HoldsPage(tuple(holds[: query.limit]), HoldsCursor(last.applied_at_ms, last.key))
 
     @contextlib.asynccontextmanager
     async def _committed(self) -> AsyncIterator[None]:

@@ -4,6 +4,7 @@
     state = await store.load()              # every balance and asset total
     record = await store.operation(key)     # an idempotency key's row, or None
     records = await store.operations(keys)  # the rows of many keys, in one query
+    holds = await store.applied_holds(before_ms, after_ms, user_id, after, limit)
     await store.commit(change)              # a batch's writes, one transaction: all or none
     await store.close()
 
@@ -18,6 +19,15 @@ operation row in its final state, each balance and asset total touched with its
 final value, the holds recorded earlier that the batch voided. `commit` writes
 it with a handful of statements whatever the batch's size: executemany for the
 rows and upserts, one `UPDATE … CASE` for the voided holds.
+
+`applied_holds` reads one page of the holds still `applied` in one snapshot: a
+range of the partial index `ix_wallet_operations_applied_at_ms_key` from the
+cursor on (a row-value comparison, `(applied_at_ms, key) > cursor`, which both
+backends turn into the start of the range), `LIMIT` rows; a `user_id` filter
+is applied to the rows of that range (no index of its own: the rows examined
+are the applied holds of the window, not only the user's). Keys compare in
+the database's collation of `key` (bytewise on SQLite and on PostgreSQL with
+the C collation): the order and the cursor agree either way.
 
 Invariants:
 - after `commit(change)` returns, the whole change is committed; if it raises,
@@ -43,7 +53,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Self, TypeVar
 
-from sqlalchemy import Connection, Engine, RowMapping, Table, case, event, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    RowMapping,
+    Select,
+    Table,
+    case,
+    event,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -51,9 +72,16 @@ from crossbook.sql_support.database import DatabaseUrl
 from crossbook.sql_support.engines import postgres_engine, sqlite_engine
 from crossbook.sql_support.migrate import Migrations, upgrade
 from crossbook.sql_support.wide_integer import wide_value
-from crossbook.wallet_protocol import WalletAccount, WalletBalance, WalletOpKind
+from crossbook.wallet_protocol import (
+    HoldsCursor,
+    WalletAccount,
+    WalletBalance,
+    WalletHold,
+    WalletOpKind,
+)
 from crossbook.wallet_service.model import OperationRecord, OperationStatus
 from crossbook.wallet_service.schema import (
+    APPLIED_HOLD,
     VERSION_TABLE,
     metadata,
     wallet_assets,
@@ -185,6 +213,19 @@ class WalletStore:
             return {}
         return await self._runner.run(lambda c: _operations(c, unique), write=False)
 
+    async def applied_holds(
+        self,
+        applied_before_ms: int,
+        applied_after_ms: int | None,
+        user_id: int | None,
+        after: HoldsCursor | None,
+        limit: int,
+    ) -> list[WalletHold]:
+        """At most `limit` holds still applied, applied_after_ms < applied_at_ms <=
+        applied_before_ms, after the cursor, ascending by (applied_at_ms, key)."""
+        query = applied_holds_query(applied_before_ms, applied_after_ms, user_id, after, limit)
+        return await self._runner.run(lambda c: _holds(c, query), write=False)
+
     async def commit(self, change: Change) -> None:
         """Write `change` in one transaction (see the module docstring)."""
         if change.is_empty:
@@ -217,6 +258,41 @@ def _operations(connection: Connection, keys: Sequence[str]) -> dict[str, Operat
             record = _record(row)
             found[record.key] = record
     return found
+
+
+HOLD_COLUMNS = (
+    wallet_operations.c.key,
+    wallet_operations.c.user_id,
+    wallet_operations.c.asset,
+    wallet_operations.c.amount_units,
+    wallet_operations.c.applied_at_ms,
+)
+
+
+def applied_holds_query(
+    applied_before_ms: int,
+    applied_after_ms: int | None,
+    user_id: int | None,
+    after: HoldsCursor | None,
+    limit: int,
+) -> Select[Any]:
+    """The statement of `WalletStore.applied_holds` (a range of the partial index)."""
+    at, key = wallet_operations.c.applied_at_ms, wallet_operations.c.key
+    query = select(*HOLD_COLUMNS).where(APPLIED_HOLD, at <= applied_before_ms)
+    if applied_after_ms is not None:
+        query = query.where(at > applied_after_ms)
+    if user_id is not None:
+        query = query.where(wallet_operations.c.user_id == user_id)
+    if after is not None:  # a row value: both backends start the index range at the cursor
+        query = query.where(tuple_(at, key) > tuple_(after.applied_at_ms, after.key))
+    return query.order_by(at, key).limit(limit)
+
+
+def _holds(connection: Connection, query: Select[Any]) -> list[WalletHold]:
+    return [
+        WalletHold(row.key, row.user_id, row.asset, row.amount_units, row.applied_at_ms)
+        for row in connection.execute(query)
+    ]
 
 
 def _record(row: RowMapping) -> OperationRecord:
