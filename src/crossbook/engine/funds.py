@@ -30,7 +30,7 @@ from typing import Protocol
 
 from crossbook.domain import BalanceChanged, Deposit, Withdraw
 from crossbook.engine.order_entry import WalletOutageError
-from crossbook.engine.ports import Wallet, WalletRejectedError, WalletUnavailableError
+from crossbook.engine.ports import ReadStore, Wallet, WalletRejectedError, WalletUnavailableError
 from crossbook.engine.read_model.records import StoredBalance
 from crossbook.engine.submission import CommandSubmitter
 from crossbook.engine.wallet_funding import insufficient_balance
@@ -71,16 +71,10 @@ class Funds(Protocol):
         ...
 
 
-class BalanceReads(Protocol):
-    """Committed balance reads (`ReadStore` satisfies this)."""
-
-    async def list_balances(self, user_id: int) -> list[StoredBalance]: ...
-
-
 class EmbeddedFunds:
     __slots__ = ("_store", "_submitter")
 
-    def __init__(self, submitter: CommandSubmitter, store: BalanceReads) -> None:
+    def __init__(self, submitter: CommandSubmitter, store: ReadStore) -> None:
         self._submitter = submitter
         self._store = store
 

@@ -49,6 +49,7 @@ from crossbook.domain import (
 )
 from crossbook.engine.engine import EngineOverloadedError, EngineUnavailableError
 from crossbook.engine.order_view import OrderView, last_update, placed_order, trades_of
+from crossbook.engine.ports import ReadStore
 from crossbook.engine.read_model.records import StoredOrder
 from crossbook.engine.submission import CommandSubmitter
 
@@ -130,12 +131,6 @@ class OpenOrders(Protocol):
     ) -> OrderAccepted | None: ...
 
 
-class OrderReads(Protocol):
-    """Committed reads of orders (`ReadStore` satisfies this)."""
-
-    async def get_order(self, user_id: int, order_id: int) -> StoredOrder | None: ...
-
-
 class OrderEntry:
     __slots__ = ("_funding", "_open_orders", "_orders", "_submitter")
 
@@ -144,7 +139,7 @@ class OrderEntry:
         submitter: CommandSubmitter,
         funding: OrderFunding,
         open_orders: OpenOrders,
-        orders: OrderReads,
+        orders: ReadStore,
     ) -> None:
         self._submitter = submitter
         self._funding = funding

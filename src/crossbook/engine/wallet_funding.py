@@ -42,7 +42,7 @@ import asyncio
 import contextlib
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Protocol
 
@@ -68,6 +68,7 @@ from crossbook.engine.guarded_wallet import WalletCircuitOpenError
 from crossbook.engine.order_entry import WalletOutageError
 from crossbook.engine.ports import (
     MAX_READ_LIMIT,
+    ReadStore,
     Wallet,
     WalletRejectedError,
     WalletUnavailableError,
@@ -108,18 +109,7 @@ class CommittedBooks(Protocol):
         ...
 
 
-class OrderLists(Protocol):
-    async def list_orders(
-        self,
-        user_id: int,
-        *,
-        statuses: Collection[OrderStatus] | None = None,
-        symbol: str | None = None,
-        limit: int = 100,
-    ) -> list[StoredOrder]: ...
-
-
-def stored_resting_asks(store: OrderLists) -> RestingAsks:
+def stored_resting_asks(store: ReadStore) -> RestingAsks:
     """The user's committed resting asks on a market, read from the store."""
 
     async def resting_asks(user_id: int, symbol: str) -> dict[int, int]:
