@@ -1,19 +1,21 @@
 """The composition root of the server: the one place that picks concrete adapters.
 
-    async with open_runtime(settings) as runtime:   # store, engine, projection, hub
+    async with open_runtime(settings) as runtime:   # store, read model, hub, engine
         app = create_app(settings, runtime.metrics)
         attach(app, runtime)
 
 Start-up order (DESIGN rule 4 holds from the first request):
 1. open the store (migrations applied);
-2. start the engine, which recovers the committed exchange from the store;
-3. read the last 24 h of one-minute candles of its markets (the tickers' window);
-4. build the market-data projection from that committed exchange and point the
-   engine's publisher at the stream hub, which applies every later committed
-   batch. Steps 2-4 see one committed state: the engine is idle until the first
-   `submit`, and nothing can submit before this function hands out the context;
-5. on an empty database, create the default assets and markets; with `demo`,
+2. build the read model (`MarketData`) from the store's committed snapshot and
+   the last 24 h of one-minute candles of its markets (the tickers' window),
+   subscribe the stream hub to it, and point the committed-event relay at it;
+3. start the engine, which recovers the same committed state from the store
+   (nothing commits in between: the engine is the only writer, and it is not
+   running yet), so the read model continues exactly where the engine starts;
+4. on an empty database, create the default assets and markets; with `demo`,
    also two funded users (development only).
+Every committed batch then flows: engine ─▶ relay ─▶ read model ─▶ stream hub,
+and (remote-wallet mode) relay ─▶ settlement workers.
 Shutdown stops the engine (queued callers get "unavailable") and closes the store.
 
 Remote-wallet mode (`wallet_url` set): the exchange is wallet-funded, the
@@ -56,7 +58,8 @@ from crossbook.engine.clock import WALL_CLOCK
 from crossbook.engine.engine import Engine, EngineLimits
 from crossbook.engine.guarded_wallet import GuardedWallet
 from crossbook.engine.ports import MAX_READ_LIMIT, Publisher
-from crossbook.engine.read_model.market_data import DEFAULT_WINDOW_MINUTES, MINUTE_MS, MarketData
+from crossbook.engine.read_model.candles import DEFAULT_WINDOW_MINUTES, MINUTE_MS
+from crossbook.engine.read_model.market_data import MarketData
 from crossbook.engine.read_model.records import Candle
 from crossbook.engine.retry import RetryPolicy
 from crossbook.engine.settlement import SettlementLimits, SettlementService
@@ -77,18 +80,17 @@ DEMO_FUNDS = (("BTC", 10 * 10**8), ("ETH", 100 * 10**8), ("USDT", 1_000_000 * 10
 
 
 class _Relay:
-    """The engine's publishers (the stream hub, the settlement workers), set once they exist.
+    """The engine's publisher: each committed batch goes to the read model (which then
+    tells its listeners, the stream hub) and then to the settlement workers, if any."""
 
-    Nothing is published before: the engine is idle until the first `submit`.
-    """
-
-    def __init__(self) -> None:
-        self.targets: list[Publisher] = []
+    def __init__(self, read_model: MarketData) -> None:
+        self.read_model = read_model
+        self.settlements: Publisher | None = None  # remote-wallet mode, set once they exist
 
     def publish(self, events: Sequence[Event]) -> None:
-        assert self.targets, "a batch committed before the hub was attached"
-        for target in self.targets:
-            target.publish(events)
+        self.read_model.apply(events)
+        if self.settlements is not None:
+            self.settlements.publish(events)
 
 
 @dataclass(slots=True)
@@ -114,28 +116,10 @@ async def open_runtime(
         read_timeout_ms=settings.database_read_timeout_ms,
     )
     try:
-        relay = _Relay()
-        engine = Engine(
-            store,
-            relay,
-            limits=EngineLimits(
-                queue_capacity=settings.queue_capacity,
-                batch_max_commands=settings.batch_max_commands,
-                commit_deadline_ms=settings.commit_deadline_ms,
-                outcome_wait_ms=settings.commit_outcome_wait_ms,
-            ),
-            exchange_limits=ExchangeLimits(
-                max_open_orders_per_user=settings.max_open_orders_per_user,
-                max_fills_per_order=settings.max_fills_per_order,
-            ),
-            on_batch=metrics.on_batch,
-            funding=Funding.EMBEDDED if settings.wallet_url is None else Funding.WALLET,
-        )
-        await engine.start()
-        candles = await _recent_minute_candles(
-            store, list(engine.exchange.markets), WALL_CLOCK.now_ms()
-        )
-        market_data = MarketData.from_exchange(engine.exchange, candles)
+        state = await store.load_state()
+        symbols = [] if state is None else [market["symbol"] for market in state["markets"]]
+        candles = await _recent_minute_candles(store, symbols, WALL_CLOCK.now_ms())
+        market_data = MarketData.from_snapshot(state, candles)
         tokens = TokenCodec(settings.jwt_secret_value, settings.jwt_ttl_s)
         auth = Authenticator(tokens, await store.users.last_user_id())
         books = BookCache()  # rendered book levels, shared by REST and the streams
@@ -156,14 +140,33 @@ async def open_runtime(
             books=books,
             engine_balances=settings.wallet_url is None,
         )
-        relay.targets.append(hub)
+        market_data.subscribe(hub)
+        relay = _Relay(market_data)
+        engine = Engine(
+            store,
+            relay,
+            limits=EngineLimits(
+                queue_capacity=settings.queue_capacity,
+                batch_max_commands=settings.batch_max_commands,
+                commit_deadline_ms=settings.commit_deadline_ms,
+                outcome_wait_ms=settings.commit_outcome_wait_ms,
+            ),
+            exchange_limits=ExchangeLimits(
+                max_open_orders_per_user=settings.max_open_orders_per_user,
+                max_fills_per_order=settings.max_fills_per_order,
+            ),
+            on_batch=metrics.on_batch,
+            funding=Funding.EMBEDDED if settings.wallet_url is None else Funding.WALLET,
+        )
+        await engine.start()
+        assert engine.exchange.seq == market_data.seq, "the engine recovered another state"
         wallet = (
             None
             if settings.wallet_url is None
             else _wallet_access(settings, store, metrics, engine)
         )
         if wallet is not None:
-            relay.targets.append(wallet.settlements)
+            relay.settlements = wallet.settlements
         metrics.watch_engine(lambda: engine.queue_depth, lambda: engine.available)
         context = ApiContext(
             settings=settings,

@@ -30,7 +30,8 @@ from crossbook.domain import (
     TimeInForce,
     TradeExecuted,
 )
-from crossbook.engine.read_model.market_data import BookSnapshot, Level, MarketInfo, Ticker
+from crossbook.engine.read_model.books import BookSnapshot, Level
+from crossbook.engine.read_model.market_data import MarketInfo, Ticker
 from crossbook.engine.read_model.records import Candle, StoredBalance, StoredOrder, StoredTrade
 
 _STOP_TYPES = (OrderType.STOP_LIMIT, OrderType.STOP_MARKET)
