@@ -1,4 +1,9 @@
-"""Candles in the read model: each market's rolling minute bars.
+"""Candles in the read model: the widths served, and each market's rolling minute bars.
+
+`CANDLE_INTERVALS_MS` are the candle widths the API serves; the store keeps a
+rollup of exactly these (one row per market, width and open time, written with
+the trades), so reading them costs O(candles returned). Every width is a whole
+number of minutes.
 
 `MinuteBars` are one market's one-minute candles over the ticker's window: they
 are seeded from the store's minute candles when the read model is built and
@@ -20,13 +25,26 @@ window stats are cached for one start at a time; not thread-safe.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from crossbook.engine.read_model.records import Candle
 
 MINUTE_MS = 60_000
 DEFAULT_WINDOW_MINUTES = 1_440  # 24 h
+
+CANDLE_INTERVALS_MS: Mapping[str, int] = MappingProxyType(
+    {
+        "1m": MINUTE_MS,
+        "5m": 5 * MINUTE_MS,
+        "15m": 15 * MINUTE_MS,
+        "1h": 60 * MINUTE_MS,
+        "4h": 240 * MINUTE_MS,
+        "1d": 1_440 * MINUTE_MS,
+    }
+)
+assert all(ms % MINUTE_MS == 0 for ms in CANDLE_INTERVALS_MS.values())
 
 
 class _Bar:
