@@ -1,23 +1,25 @@
 """The composition root of the server: the one place that picks concrete adapters.
 
-    async with open_runtime(settings) as runtime:   # store, engine, projection, hub
+    async with open_runtime(settings) as runtime:   # store, read model, hub, engine
         app = create_app(api_options(settings), runtime.metrics)
         attach(app, runtime.context, runtime.hub)
 
 Start-up order (DESIGN rule 4 holds from the first request):
 1. open the store (migrations applied);
-2. start the engine, which recovers the committed exchange from the store;
-3. read the last 24 h of one-minute candles of its markets (the tickers' window);
-4. build the market-data projection and the index of open orders' acceptances
-   from that committed exchange and point the engine's publisher at the stream
-   hub (which applies every later committed batch to the projection) and the
-   index. Steps 2-4 see one committed state: the engine is idle until the first
-   `submit`, and nothing can submit before this function hands out the context;
-5. build the engine-layer services the gateways call: order entry (with its
+2. build the read model (`MarketData`) from the store's committed snapshot and
+   the last 24 h of one-minute candles of its markets (the tickers' window),
+   with its listeners (the stream hub, the index of open orders' acceptances),
+   and point the committed-event relay at it;
+3. start the engine, which recovers the same committed state from the store
+   (nothing commits in between: the engine is the only writer, and it is not
+   running yet), so the read model continues exactly where the engine starts;
+4. build the engine-layer services the gateways call: order entry (with its
    funding strategy, chosen here once) and funds, both reporting outcomes to
    the API's metrics;
-6. on an empty database, create the default assets and markets; with `demo`,
+5. on an empty database, create the default assets and markets; with `demo`,
    also two funded users (development only).
+Every committed batch then flows: engine ─▶ relay ─▶ read model ─▶ stream hub,
+and (remote-wallet mode) relay ─▶ settlement workers.
 Shutdown stops the engine (queued callers get "unavailable") and closes the store.
 
 Remote-wallet mode (`wallet_url` set): the exchange is wallet-funded, the
@@ -60,10 +62,11 @@ from crossbook.engine.clock import WALL_CLOCK
 from crossbook.engine.engine import Engine, EngineLimits
 from crossbook.engine.funds import EmbeddedFunds, Funds, WalletFunds
 from crossbook.engine.guarded_wallet import GuardedWallet
-from crossbook.engine.open_orders import OpenOrderIndex
 from crossbook.engine.order_entry import EmbeddedFunding, OrderEntry, OrderFunding
 from crossbook.engine.ports import MAX_READ_LIMIT, Publisher
-from crossbook.engine.read_model.market_data import DEFAULT_WINDOW_MINUTES, MINUTE_MS, MarketData
+from crossbook.engine.read_model.candles import DEFAULT_WINDOW_MINUTES, MINUTE_MS
+from crossbook.engine.read_model.market_data import MarketData
+from crossbook.engine.read_model.open_orders import OpenOrderIndex
 from crossbook.engine.read_model.records import Candle
 from crossbook.engine.retry import RetryPolicy
 from crossbook.engine.settlement import SettlementLimits, SettlementService
@@ -85,18 +88,17 @@ DEMO_FUNDS = (("BTC", 10 * 10**8), ("ETH", 100 * 10**8), ("USDT", 1_000_000 * 10
 
 
 class _Relay:
-    """The engine's publishers (the stream hub, the settlement workers), set once they exist.
+    """The engine's publisher: each committed batch goes to the read model (which then
+    tells its listeners, the stream hub) and then to the settlement workers, if any."""
 
-    Nothing is published before: the engine is idle until the first `submit`.
-    """
-
-    def __init__(self) -> None:
-        self.targets: list[Publisher] = []
+    def __init__(self, read_model: MarketData) -> None:
+        self.read_model = read_model
+        self.settlements: Publisher | None = None  # remote-wallet mode, set once they exist
 
     def publish(self, events: Sequence[Event]) -> None:
-        assert self.targets, "a batch committed before the hub was attached"
-        for target in self.targets:
-            target.publish(events)
+        self.read_model.apply(events)
+        if self.settlements is not None:
+            self.settlements.publish(events)
 
 
 @dataclass(slots=True)
@@ -163,28 +165,10 @@ async def open_runtime(
         read_timeout_ms=settings.database_read_timeout_ms,
     )
     try:
-        relay = _Relay()
-        engine = Engine(
-            store,
-            relay,
-            limits=EngineLimits(
-                queue_capacity=settings.queue_capacity,
-                batch_max_commands=settings.batch_max_commands,
-                commit_deadline_ms=settings.commit_deadline_ms,
-                outcome_wait_ms=settings.commit_outcome_wait_ms,
-            ),
-            exchange_limits=ExchangeLimits(
-                max_open_orders_per_user=settings.max_open_orders_per_user,
-                max_fills_per_order=settings.max_fills_per_order,
-            ),
-            on_batch=metrics.on_batch,
-            funding=Funding.EMBEDDED if settings.wallet_url is None else Funding.WALLET,
-        )
-        await engine.start()
-        candles = await _recent_minute_candles(
-            store, list(engine.exchange.markets), WALL_CLOCK.now_ms()
-        )
-        market_data = MarketData.from_exchange(engine.exchange, candles)
+        state = await store.load_state()
+        symbols = [] if state is None else [market["symbol"] for market in state["markets"]]
+        candles = await _recent_minute_candles(store, symbols, WALL_CLOCK.now_ms())
+        market_data = MarketData.from_snapshot(state, candles)
         tokens = TokenCodec(settings.jwt_secret_value, settings.jwt_ttl_s)
         auth = Authenticator(tokens, await store.users.last_user_id())
         books = BookCache()  # rendered book levels, shared by REST and the streams
@@ -205,16 +189,35 @@ async def open_runtime(
             books=books,
             engine_balances=settings.wallet_url is None,
         )
-        relay.targets.append(hub)
-        open_orders = OpenOrderIndex.from_orders(engine.exchange.orders.values())
-        relay.targets.append(open_orders)
+        market_data.subscribe(hub)
+        open_orders = OpenOrderIndex.from_snapshot(state)
+        market_data.subscribe(open_orders)
+        relay = _Relay(market_data)
+        engine = Engine(
+            store,
+            relay,
+            limits=EngineLimits(
+                queue_capacity=settings.queue_capacity,
+                batch_max_commands=settings.batch_max_commands,
+                commit_deadline_ms=settings.commit_deadline_ms,
+                outcome_wait_ms=settings.commit_outcome_wait_ms,
+            ),
+            exchange_limits=ExchangeLimits(
+                max_open_orders_per_user=settings.max_open_orders_per_user,
+                max_fills_per_order=settings.max_fills_per_order,
+            ),
+            on_batch=metrics.on_batch,
+            funding=Funding.EMBEDDED if settings.wallet_url is None else Funding.WALLET,
+        )
+        await engine.start()
+        assert engine.exchange.seq == market_data.seq, "the engine recovered another state"
         wallet = (
             None
             if settings.wallet_url is None
             else _remote_wallet(settings, store, metrics, engine, market_data)
         )
         if wallet is not None:
-            relay.targets.append(wallet.settlements)
+            relay.settlements = wallet.settlements
         metrics.watch_engine(lambda: engine.queue_depth, lambda: engine.available)
         submitter = CommandSubmitter(engine, counted_outcomes(metrics))
         if wallet is None:  # the one choice of funding strategy

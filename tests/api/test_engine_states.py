@@ -20,8 +20,8 @@ from crossbook.api.auth import Principal, Role
 from crossbook.bootstrap import api_options, counted_outcomes, open_runtime
 from crossbook.domain import Command, Event
 from crossbook.engine.engine import EngineOverloadedError, EngineUnavailableError
-from crossbook.engine.open_orders import OpenOrderIndex
 from crossbook.engine.order_entry import EmbeddedFunding, OrderEntry
+from crossbook.engine.read_model.open_orders import OpenOrderIndex
 from crossbook.engine.submission import CommandSubmitter
 
 from api_support import settings_for

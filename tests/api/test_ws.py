@@ -688,27 +688,29 @@ def test_private_channels_end_when_the_token_expires() -> None:
         exchange.execute(command)
     clock_ms = [int(time.time()) * 1000]  # the hub's clock, moved by hand below
     codec = TokenCodec("x" * 32, 60)
+    market_data = MarketData.from_exchange(exchange)
     hub = StreamHub(
-        MarketData.from_exchange(exchange),
+        market_data,
         ApiMetrics(),
         limits=StreamLimits(max_pending_messages=100, max_subscriptions=10, book_depth=10),
         auth=Authenticator(codec, last_user_id=1),
         now_ms=lambda: clock_ms[0],
     )
+    market_data.subscribe(hub)
     connection = hub.connect(websocket=None)  # type: ignore[arg-type]
     assert connection is not None
     token = codec.issue(Principal(Role.TRADER, 1), ttl_s=60, now_s=clock_ms[0] // 1000)
     handle(hub, connection, {"op": "auth", "token": token})
     handle(hub, connection, {"op": "subscribe", "channels": ["orders"]})
     place_order = PlaceOrder(1, "BTC/USDT", Side.BUY, OrderType.LIMIT, 1, 100)
-    hub.publish(exchange.execute(place_order))
+    market_data.apply(exchange.execute(place_order))
     received = [json.loads(connection.pending.popleft()) for _ in range(3)]
     assert [m["type"] for m in received] == ["authenticated", "subscribed", "order"]
     clock_ms[0] += 60_000  # the token's expiry
-    hub.publish(exchange.execute(place_order))
+    market_data.apply(exchange.execute(place_order))
     expired = json.loads(connection.pending.popleft())
     assert (expired["type"], expired["code"]) == ("error", "UNAUTHORIZED")
     assert expired["details"]["channels"] == ["orders"]
     assert connection.user_id is None and not connection.channels
-    hub.publish(exchange.execute(place_order))
+    market_data.apply(exchange.execute(place_order))
     assert not connection.pending

@@ -13,6 +13,7 @@ seeding, best bid/ask, caching and the asserted invariants.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -41,15 +42,9 @@ from crossbook.domain import (
 )
 from crossbook.domain.book import MAX_DEPTH_LEVELS
 from crossbook.engine.engine import Engine
-from crossbook.engine.read_model.market_data import (
-    MINUTE_MS,
-    BookDiff,
-    BookSnapshot,
-    Level,
-    MarketData,
-    MarketDataBatch,
-    Ticker,
-)
+from crossbook.engine.read_model.books import BookDiff, BookSnapshot, Level
+from crossbook.engine.read_model.candles import MINUTE_MS
+from crossbook.engine.read_model.market_data import MarketData, MarketDataBatch, Ticker
 from crossbook.engine.read_model.records import Candle
 
 BTC = "BTC/USDT"
@@ -636,6 +631,89 @@ def test_returned_mappings_are_read_only_snapshots() -> None:
     assert markets[BTC].status is MarketStatus.ACTIVE  # the old value is unchanged
     assert driver.md.markets()[BTC].status is MarketStatus.HALTED
     assert "XRP" not in assets and driver.md.assets()["XRP"].decimals == 6
+
+
+# -- built from a snapshot ---------------------------------------------------------------
+
+
+def stored_form(state: dict[str, Any]) -> dict[str, Any]:
+    """`Exchange.state()` as `Store.load_state()` gives it (no books), through JSON."""
+    state = json.loads(json.dumps(state))
+    for market in state["markets"]:
+        del market["book"], market["stops"]
+    return state
+
+
+def assert_same_read_model(got: MarketData, want: MarketData, now_ms: int) -> None:
+    assert got.seq == want.seq
+    assert got.assets() == want.assets()
+    assert got.markets() == want.markets()
+    for symbol in SYMBOLS:
+        assert got.book(symbol, BIG) == want.book(symbol, BIG)
+        for at_ms in (now_ms, now_ms + 2 * MINUTE_MS, now_ms + 10 * MINUTE_MS):
+            assert got.ticker(symbol, at_ms) == want.ticker(symbol, at_ms)
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_a_read_model_from_a_snapshot_follows_the_events_after_it(seed: int) -> None:
+    """Built from the snapshot at seq N (and the minute candles of the trades up to
+    it), then fed the batches N+1..M, the read model equals the one fed from the
+    start and the one built from the exchange at M, and it reports the same changes
+    for every batch: a gateway that starts late streams what one from the start does."""
+    rng = random.Random(seed)
+    driver = Driver(window_minutes=3)
+    followers: list[tuple[MarketData, list[MarketDataBatch]]] = []
+    for step in range(120):
+        if step % 30 == 0:
+            for state in (driver.ex.state(), stored_form(driver.ex.state())):
+                follower = MarketData.from_snapshot(
+                    state, naive_candles(driver.trades), window_minutes=3
+                )
+                assert_same_read_model(follower, driver.md, driver.ex.now_ms)
+                followers.append((follower, []))
+        commands = [Tick(driver.ex.now_ms + rng.randint(0, 20_000))]
+        commands += [random_command(rng, driver.ex) for _ in range(rng.randint(1, 8))]
+        batch = driver.batch(*commands)
+        for follower, batches in followers:
+            batches.append(follower.apply(batch.events))
+            assert batches[-1] == batch
+    assert len(driver.trades) > 50  # the run traded, across many minutes
+    assert driver.trades[-1].ts_ms - driver.trades[0].ts_ms > 10 * MINUTE_MS
+    rebuilt = driver.rebuilt()
+    for follower, _ in followers:
+        assert_same_read_model(follower, driver.md, driver.ex.now_ms)
+        assert_same_read_model(follower, rebuilt, driver.ex.now_ms)
+        for order_id in range(1, driver.ex.next_order_id + 1):
+            assert follower.open_order_side(order_id) == driver.md.open_order_side(order_id)
+
+
+def test_a_read_model_from_no_snapshot_is_empty_and_follows_from_seq_1() -> None:
+    md = MarketData.from_snapshot(None)
+    assert (md.seq, dict(md.markets()), dict(md.assets())) == (0, {}, {})
+    ex = Exchange()
+    batch = md.apply([e for command in SETUP for e in ex.execute(command)])
+    assert set(batch.book_diffs) == {BTC, ETH} and md.seq == ex.seq
+
+
+class Recorder:
+    """A `BatchListener` that checks it is told only once the batch is applied."""
+
+    def __init__(self, md: MarketData, name: str, log: list[tuple[str, MarketDataBatch]]) -> None:
+        self.md, self.name, self.log = md, name, log
+
+    def batch_applied(self, batch: MarketDataBatch) -> None:
+        assert self.md.seq == batch.events[-1].seq
+        assert self.md.book(BTC, BIG).market_seq == self.md.markets()[BTC].market_seq
+        self.log.append((self.name, batch))
+
+
+def test_listeners_hear_of_every_batch_once_applied_in_subscription_order() -> None:
+    driver = Driver()
+    log: list[tuple[str, MarketDataBatch]] = []
+    for name in ("first", "second"):
+        driver.md.subscribe(Recorder(driver.md, name, log))
+    applied = [driver.batch(limit(1, Side.BUY, 99, 2)), driver.trade_at(START_MS, 100, 1)]
+    assert log == [(name, batch) for batch in applied for name in ("first", "second")]
 
 
 # -- fed by the engine -------------------------------------------------------------------

@@ -44,7 +44,6 @@ from crossbook.domain import (
 from crossbook.engine.breaker import CircuitBreaker
 from crossbook.engine.engine import Engine, EngineOverloadedError, EngineUnavailableError
 from crossbook.engine.guarded_wallet import GuardedWallet
-from crossbook.engine.open_orders import OpenOrderIndex
 from crossbook.engine.order_entry import (
     EmbeddedFunding,
     OrderEntry,
@@ -53,6 +52,7 @@ from crossbook.engine.order_entry import (
     WalletOutageError,
 )
 from crossbook.engine.order_view import OrderView
+from crossbook.engine.read_model.open_orders import OpenOrderIndex
 from crossbook.engine.read_model.records import StoredOrder
 from crossbook.engine.retry import RetryPolicy
 from crossbook.engine.submission import CommandSubmitter

@@ -82,6 +82,7 @@ TABLES = (
     "ledger_entries",
     "orders",
     "trades",
+    "candles",
     "events",
     "engine_state",
 )

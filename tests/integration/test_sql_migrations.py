@@ -7,7 +7,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect
 
+from crossbook.adapters.sql.candle_rows import ROLLED_UP_INTERVALS_MS
 from crossbook.adapters.sql.migrate import alembic_config, current_revision, upgrade
+from crossbook.adapters.sql.migrations.versions import v0003_candle_rollup
 from crossbook.adapters.sql.rows import EVENT_COLUMNS, LEDGER_COLUMNS, TRADE_COLUMNS
 from crossbook.adapters.sql.schema import metadata, orders
 from crossbook.domain.orders import RECORD_FIELDS
@@ -27,7 +29,7 @@ def test_migrations_create_exactly_the_metadata(fresh_database_url: str) -> None
     url = fresh_database_url
     assert current_revision(url) is None
     upgrade(url)
-    assert current_revision(url) == "0002"
+    assert current_revision(url) == "0003"
     assert run_with_connection(url, schema_diff) == []
     assert run_with_connection(url, table_names) == {*metadata.tables, "alembic_version"}
     upgrade(url)  # idempotent
@@ -48,3 +50,8 @@ def test_columns_follow_the_domain_records() -> None:
     assert set(EVENT_COLUMNS) == set(metadata.tables["events"].columns.keys())
     assert set(TRADE_COLUMNS) == set(metadata.tables["trades"].columns.keys())
     assert {"id", *LEDGER_COLUMNS} == set(metadata.tables["ledger_entries"].columns.keys())
+
+
+def test_the_rollup_was_backfilled_for_every_width_the_writers_keep() -> None:
+    """Widths added to the rollup later need a migration that backfills them."""
+    assert v0003_candle_rollup.ROLLED_UP_INTERVALS_MS == ROLLED_UP_INTERVALS_MS

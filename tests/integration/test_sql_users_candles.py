@@ -1,15 +1,18 @@
 """The store's candles, users and ping, on SQLite and PostgreSQL.
 
-Candles are checked twice: exactly, on a few hand-made trades (open and close by
+Candles are checked exactly, on a few hand-made trades (open and close by
 trade id, ranges on open times, the newest `limit` returned oldest first, sums
-wider than 64 bits), and against a reference computed from the trades of a
-seeded random run. Users: ids from 1 in creation order, keyset pages, concurrent
-creation, and creation while the engine's writer holds SQLite's write lock.
+wider than 64 bits), and against a reference computed from the trades of
+seeded random runs: for the widths the rollup keeps, after many commits, in a
+reopened store, and in a database whose rollup the migration backfilled.
+Users: ids from 1 in creation order, keyset pages, concurrent creation, and
+creation while the engine's writer holds SQLite's write lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
 import threading
 from pathlib import Path
@@ -17,8 +20,9 @@ from typing import Any
 
 import asyncpg
 import pytest
+from alembic.command import downgrade
 from sql_store_support import BTC_USDT, ETH_BTC, Driver
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
@@ -31,6 +35,7 @@ from crossbook.adapters.sql import (
     connections,
 )
 from crossbook.adapters.sql import users as sql_users
+from crossbook.adapters.sql.migrate import alembic_config, current_revision, run_with_connection
 from crossbook.adapters.sql.rows import BatchRows
 from crossbook.adapters.sql.sqlite import SqliteWriter
 from crossbook.domain import (
@@ -43,7 +48,9 @@ from crossbook.domain import (
     Tick,
     TradeExecuted,
 )
+from crossbook.engine.batch import CommitBatch
 from crossbook.engine.ports import StoreUnavailableError
+from crossbook.engine.read_model.candles import CANDLE_INTERVALS_MS
 
 MINUTE_MS = 60_000
 SELLER, BUYER = 1, 2
@@ -238,6 +245,137 @@ def test_candles_match_a_reference_on_random_trades(database_url: str) -> None:
                 assert [c.open_time_ms for c in expected] == opens[2:]
         finally:
             await store.close()
+
+    asyncio.run(scenario())
+
+
+# -- the rollup: kept by every commit, backfilled by the migration ----------------------
+
+API_INTERVALS_MS = tuple(CANDLE_INTERVALS_MS.values())
+HOUR_MS = 60 * MINUTE_MS
+
+
+def run_days(driver: Driver, batches: int) -> list[CommitBatch]:
+    """Random batches whose clock jumps by up to hours between them (so every width
+    has several candles, and a candle takes trades from several batches)."""
+    out: list[CommitBatch] = []
+    for _ in range(batches):
+        jump = driver.rng.choice((0, 0, 2_000, 40_000, 20 * MINUTE_MS, 3 * HOUR_MS, 9 * HOUR_MS))
+        driver.execute(Tick(driver.exchange.now_ms + jump))
+        driver.run(driver.rng.randint(5, 40))
+        out.append(driver.take_batch())
+    return out
+
+
+async def assert_candles_match_trades(store: SqlStore, trades: list[TradeExecuted]) -> None:
+    """Every API width, whole and in random ranges and limits, against the reference."""
+    rng = random.Random(len(trades))
+    end = max(t.ts_ms for t in trades)
+    for symbol in (BTC_USDT, ETH_BTC):
+        for interval in API_INTERVALS_MS:
+            expected = reference_candles(trades, symbol, interval, 0, end)
+            got = await store.reads.candles(symbol, interval, limit=MAX_QUERY_LIMIT)
+            assert got == expected, (symbol, interval)
+            assert len(expected) > 3, (symbol, interval)  # not a trivial run
+            for _ in range(5):
+                start, stop = sorted(rng.randint(-interval, end + interval) for _ in range(2))
+                limit = rng.randint(1, len(expected))
+                ranged = await store.reads.candles(
+                    symbol, interval, start_ms=start, end_ms=stop, limit=limit
+                )
+                want = reference_candles(trades, symbol, interval, start, stop)[-limit:]
+                assert ranged == want, (symbol, interval, start, stop, limit)
+
+
+def test_the_rollup_of_many_commits_gives_the_candles_of_the_trades(database_url: str) -> None:
+    """Commits merge into the rows earlier ones wrote; a reopened store reads the same."""
+
+    async def scenario() -> None:
+        driver = Driver(seed=7)
+        driver.setup()
+        driver.execute(Tick(1_700_000_000_000))
+        async with await SqlStore.open(database_url) as store:
+            for batch in [driver.take_batch(), *run_days(driver, 60)]:
+                await store.commit(batch)
+            await assert_candles_match_trades(store, driver.trades)
+        async with await SqlStore.open(database_url) as reopened:
+            await assert_candles_match_trades(reopened, driver.trades)
+            for batch in run_days(driver, 10):  # and it goes on from there
+                await reopened.commit(batch)
+            await assert_candles_match_trades(reopened, driver.trades)
+        assert len(driver.trades) > 200
+
+    asyncio.run(scenario())
+
+
+def test_the_migration_backfills_the_rollup_from_the_trades(fresh_database_url: str) -> None:
+    """A database at 0002 with trades (written, then the rollup dropped by the
+    downgrade) is migrated to 0003: its candles are those of the trades, and later
+    commits merge into the backfilled rows."""
+    url = fresh_database_url
+
+    async def scenario() -> None:
+        driver = Driver(seed=8)
+        driver.setup()
+        driver.execute(Tick(1_700_000_000_000))
+        async with await SqlStore.open(url) as store:
+            for batch in [driver.take_batch(), *run_days(driver, 50)]:
+                await store.commit(batch)
+        await asyncio.to_thread(downgrade_to_0002, url)
+        async with await SqlStore.open(url) as migrated:
+            assert await asyncio.to_thread(current_revision, url) == "0003"
+            await assert_candles_match_trades(migrated, driver.trades)
+            for batch in run_days(driver, 10):
+                await migrated.commit(batch)
+            await assert_candles_match_trades(migrated, driver.trades)
+
+    asyncio.run(scenario())
+
+
+def downgrade_to_0002(url: str) -> None:
+    run_with_connection(url, lambda c: downgrade(alembic_config(c), "0002"))
+    assert current_revision(url) == "0002"
+    assert "candles" not in run_with_connection(url, lambda c: inspect(c).get_table_names())
+    ((trades,),) = run_with_connection(
+        url, lambda c: list(c.execute(text("SELECT count(*) FROM trades")))
+    )
+    assert trades > 0
+
+
+def test_rolled_up_volumes_wider_than_64_bits_add_exactly(fresh_database_url: str) -> None:
+    """Two trades at a price just above 2**62 in two commits: the stored volume passes
+    2**63 when the second merges into the first (SQLite's `+` would make it a float),
+    and again when the migration backfills the same candle in one sum."""
+    url = fresh_database_url
+    price = 2**62 + 12_345
+
+    async def scenario() -> None:
+        driver = Driver(seed=0)
+        for setup in (
+            CreateAsset("BIG", 0),
+            CreateAsset("WIDE", 0),
+            CreateMarket("BIG", "WIDE", "1", "1", "1", "1", maker_fee_rate="0", taker_fee_rate="0"),
+            Deposit(SELLER, "BIG", 1),
+            Deposit(BUYER, "WIDE", price),
+        ):
+            assert driver.execute(setup), setup
+        trade(driver, 1_000, "BIG/WIDE", price, 1)  # SELLER sells to BUYER ...
+        expected = Candle(0, price, price, price, price, 2, 2 * price, 2)
+        async with await SqlStore.open(url) as store:
+            await store.commit(driver.take_batch())
+            assert driver.execute(
+                PlaceOrder(BUYER, "BIG/WIDE", Side.SELL, OrderType.LIMIT, 1, price)
+            )
+            assert driver.execute(
+                PlaceOrder(SELLER, "BIG/WIDE", Side.BUY, OrderType.LIMIT, 1, price)
+            )
+            await store.commit(driver.take_batch())  # ... who sells it back
+            for interval in API_INTERVALS_MS:
+                assert await store.reads.candles("BIG/WIDE", interval) == [expected]
+        await asyncio.to_thread(downgrade_to_0002, url)
+        async with await SqlStore.open(url) as migrated:
+            for interval in API_INTERVALS_MS:
+                assert await migrated.reads.candles("BIG/WIDE", interval) == [expected]
 
     asyncio.run(scenario())
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from crossbook.api.book_cache import BookCache
 from crossbook.api.views import levels_json
 from crossbook.domain import Asset, MarketSpec
-from crossbook.engine.read_model.market_data import BookSnapshot, Level
+from crossbook.engine.read_model.books import BookSnapshot, Level
 
 SPEC = MarketSpec.create(
     Asset.create("BTC", 8),

@@ -30,7 +30,7 @@ import orjson
 from crossbook.api.envelope import iso_ms
 from crossbook.api.views import level_json, spread_json
 from crossbook.domain import MarketSpec
-from crossbook.engine.read_model.market_data import BookSnapshot, Level
+from crossbook.engine.read_model.books import BookSnapshot, Level
 
 MAX_DEPTHS_PER_MARKET = 8
 

@@ -16,6 +16,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from crossbook.api.errors import ApiError
+from crossbook.domain import INT64_MAX
 from crossbook.engine.clock import WALL_CLOCK
 
 JSON = "application/json"
@@ -90,7 +91,7 @@ def plain_json(value: object, depth: int = 0) -> object:
     if value is None or isinstance(value, str | bool):
         return value
     if isinstance(value, int):
-        return value if -(2**63) <= value < 2**63 else str(value)
+        return value if -INT64_MAX - 1 <= value <= INT64_MAX else str(value)
     if depth < MAX_DETAIL_DEPTH and isinstance(value, list | tuple):
         return [plain_json(item, depth + 1) for item in value[:MAX_DETAIL_ITEMS]]
     if depth < MAX_DETAIL_DEPTH and isinstance(value, dict):

@@ -16,8 +16,9 @@ from typing import Any
 from crossbook.api.envelope import iso_ms
 from crossbook.domain import Asset, MarketSpec, Side, TradeExecuted
 from crossbook.engine.order_view import STOP_TYPES as _STOP_TYPES
-from crossbook.engine.order_view import OrderView as OrderView  # noqa: PLC0414 - re-exported
-from crossbook.engine.read_model.market_data import BookSnapshot, Level, MarketInfo, Ticker
+from crossbook.engine.order_view import OrderView
+from crossbook.engine.read_model.books import BookSnapshot, Level
+from crossbook.engine.read_model.market_data import MarketInfo, Ticker
 from crossbook.engine.read_model.records import Candle, StoredBalance, StoredTrade
 
 # -- JSON shapes -----------------------------------------------------------------------

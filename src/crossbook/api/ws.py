@@ -26,12 +26,14 @@ acknowledgements, and data messages `{"type", "channel", "data"}`:
   token expires the private channels end with an UNAUTHORIZED `error`; the
   client authenticates again and resubscribes.
 
-Invariants: only committed events are streamed (the hub is the engine's
-publisher: it sees a batch only after its COMMIT, DESIGN rule 4); a snapshot and
-the subscription it starts are taken together without yielding to the event
-loop, so no batch falls between them; each message is rendered once per batch
-and shared by its subscribers, and a book snapshot once per market sequence;
-private messages go only to connections authenticated as their owner.
+Invariants: only committed events are streamed (the hub listens to the read
+model, which is fed only committed batches, DESIGN rule 4, and tells the hub of
+each once it is applied, so what the hub renders is the state after the batch);
+a snapshot and the subscription it starts are taken together without yielding
+to the event loop, so no batch falls between them; each message is rendered
+once per batch and shared by its subscribers, and a book snapshot once per
+market sequence; private messages go only to connections authenticated as
+their owner.
 Bounds (`StreamLimits`, each a setting): a connection queues at most
 `max_pending_messages` messages and `max_queued_bytes` bytes, all connections
 together `max_total_queued_bytes`; at most `max_subscriptions` channels, and
@@ -76,7 +78,6 @@ from crossbook.api.envelope import failure, plain_json
 from crossbook.api.errors import ApiCode, ApiError
 from crossbook.api.metrics import ApiMetrics
 from crossbook.api.views import (
-    OrderView,
     fills_json,
     levels_json,
     order_json,
@@ -84,6 +85,7 @@ from crossbook.api.views import (
     trade_json,
 )
 from crossbook.domain import (
+    INT64_MAX,
     BalanceChanged,
     DomainError,
     ErrorCode,
@@ -93,7 +95,9 @@ from crossbook.domain import (
     OrderUpdated,
     TradeExecuted,
 )
-from crossbook.engine.read_model.market_data import BookDiff, MarketData, MarketDataBatch
+from crossbook.engine.order_view import OrderView
+from crossbook.engine.read_model.books import BookDiff
+from crossbook.engine.read_model.market_data import MarketData, MarketDataBatch
 
 router = APIRouter()
 log = structlog.get_logger(__name__)
@@ -171,7 +175,8 @@ class Connection:
 
 
 class StreamHub:
-    """The engine's publisher: applies each committed batch to `MarketData`, then fans out."""
+    """Fan-out of the read model: a `BatchListener` of `market_data` (subscribed by the
+    composition root) that streams what each applied batch changed."""
 
     def __init__(
         self,
@@ -201,11 +206,10 @@ class StreamHub:
         self.queued_bytes = 0  # of every connection's queue together
         self._snapshots: dict[str, tuple[int, bytes]] = {}  # symbol -> (market_seq, snapshot)
 
-    # -- the Publisher port ------------------------------------------------------------
+    # -- the read model's BatchListener --------------------------------------------------
 
-    def publish(self, events: Sequence[Event]) -> None:
-        batch = self.market_data.apply(events)
-        self.metrics.events.inc(len(events))
+    def batch_applied(self, batch: MarketDataBatch) -> None:
+        self.metrics.events.inc(len(batch.events))
         self.metrics.trades.inc(len(batch.trades))
         self._publish_public(batch)
         if self._by_user:
@@ -642,7 +646,7 @@ def _is_request_id(value: object) -> bool:
     if isinstance(value, bool):
         return False
     if isinstance(value, int):
-        return -(2**63) <= value < 2**63
+        return -INT64_MAX - 1 <= value <= INT64_MAX
     return isinstance(value, str) and len(value) <= MAX_REQUEST_ID_CHARS
 
 

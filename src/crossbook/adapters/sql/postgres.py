@@ -3,7 +3,9 @@
 Per batch, in one transaction, a fixed number of round trips whatever its size:
 binary COPY for the append-only tables (events, trades, ledger entries); one
 `INSERT … SELECT FROM unnest($1::type[], …) ON CONFLICT DO UPDATE` per narrow
-upserted table (balances, asset totals, markets); for the wide `orders` (25
+upserted table (balances, asset totals, markets, and the candle rollup: one row
+per candle the batch touches, `candle_rows`, merged into the stored row with
+NUMERIC sums); for the wide `orders` (25
 columns) a binary COPY into a per-connection temporary table, then one
 `INSERT … SELECT … ON CONFLICT DO UPDATE` from it (measured about twice as fast
 as `unnest`, whose array encoding checks every element on the client). The counters row is updated
@@ -49,6 +51,7 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql
 
 from crossbook.adapters.sql import schema
+from crossbook.adapters.sql.candle_rows import CANDLE_COLUMNS, CANDLE_KEY, CandleRow, candle_rows
 from crossbook.adapters.sql.errors import StoreConflictError, StoreError, is_unavailable
 from crossbook.adapters.sql.rows import (
     EVENT_COLUMNS,
@@ -123,6 +126,21 @@ MARKETS_UPDATE = (
     f" FROM {_unnest(schema.markets, ('symbol', 'status', 'last_price_ticks', 'market_seq'))}"
     " AS u(symbol, status, last_price_ticks, market_seq) WHERE m.symbol = u.symbol"
 )
+CANDLES_UPSERT = (
+    f"{insert_sql(schema.candles, CANDLE_COLUMNS)} ON CONFLICT ({', '.join(CANDLE_KEY)})"
+    " DO UPDATE SET"
+    " open_ticks = CASE WHEN excluded.first_trade_id < candles.first_trade_id"
+    " THEN excluded.open_ticks ELSE candles.open_ticks END,"
+    " first_trade_id = LEAST(candles.first_trade_id, excluded.first_trade_id),"
+    " close_ticks = CASE WHEN excluded.last_trade_id > candles.last_trade_id"
+    " THEN excluded.close_ticks ELSE candles.close_ticks END,"
+    " last_trade_id = GREATEST(candles.last_trade_id, excluded.last_trade_id),"
+    " high_ticks = GREATEST(candles.high_ticks, excluded.high_ticks),"
+    " low_ticks = LEAST(candles.low_ticks, excluded.low_ticks),"
+    " volume_lots = candles.volume_lots + excluded.volume_lots,"
+    " quote_volume_units = candles.quote_volume_units + excluded.quote_volume_units,"
+    " trade_count = candles.trade_count + excluded.trade_count"
+)
 STATE_INSERT = (
     f"INSERT INTO engine_state (id, {', '.join(_COUNTERS)})"
     f" VALUES ({schema.ENGINE_STATE_ID}, {', '.join(f'${i}' for i in range(1, 6))})"
@@ -180,6 +198,7 @@ class PostgresWriter:
         self, batch: CommitBatch, before: Committed, after: Committed, deadline_s: float
     ) -> None:
         rows = batch_rows(batch, after, wide_as_text=False)
+        candles = candle_rows(batch.trades, wide_as_text=False)
         conn = self.connection
         self._deadline_s = deadline_s
         try:
@@ -187,6 +206,7 @@ class PostgresWriter:
             await self.write_reference_data(rows)
             await self.write_log(rows)
             await self.write_projections(rows)
+            await self.write_candles(candles)
             await self.write_counters(rows, before.seq, first=before.counters is None)
             commit_timeout_s = self._timeout_s()
         except BaseException as exc:
@@ -280,6 +300,12 @@ class PostgresWriter:
             )
             if _affected(status) != len(rows.market_updates):
                 raise StoreConflictError("the batch updates a market the store does not have")
+
+    async def write_candles(self, candles: Sequence[CandleRow]) -> None:
+        if candles:
+            await self.connection.execute(
+                CANDLES_UPSERT, *_columns(candles), timeout=self._timeout_s()
+            )
 
     async def write_counters(self, rows: BatchRows, prev_seq: int, *, first: bool) -> None:
         counters = [rows.counters[name] for name in _COUNTERS]

@@ -14,19 +14,26 @@ A time range is inclusive at both ends: `start_ms <= t <= end_ms`.
 Every list is bounded: `limit` must be between 1 and `MAX_QUERY_LIMIT`
 (`ValueError` otherwise; the gateway validates before it gets here).
 
-Candles (`candles`): OHLCV per interval of `interval_ms`, the interval of a
-trade being `executed_at_ms // interval_ms * interval_ms` (integer division,
-which truncates on both databases: equal to the floor since times are never
+Candles: OHLCV per interval of `interval_ms`, the interval of a trade being
+`executed_at_ms // interval_ms * interval_ms` (integer division, which
+truncates on both databases: equal to the floor since times are never
 negative; the clock starts at 0 and never goes back). Only intervals with
 trades, no gap filling. The time range selects intervals by their open time,
 inclusive (`start_ms <= open_time_ms <= end_ms`), and each candle is whole: all
 the trades of its interval, never cut by the range. The statement returns the
 newest `limit` candles, oldest first. Open and close are the prices of the
-trades with the lowest and highest trade id of the interval (one statement: the
-aggregate joined back to `trades` on those two ids). Volumes are sums that may
-pass 64 bits (the same funds trade many times), and SQLite's `sum()` raises on
-64-bit overflow: each is summed as two halves, `x >> 32` and `x & (2**32 - 1)`,
-which `wide_sum` recombines exactly (PostgreSQL's `sum(bigint)` is NUMERIC).
+trades with the lowest and highest trade id of the interval. Two statements
+give the same answer:
+- `rolled_up_candles`, for the widths of `ROLLED_UP_INTERVALS_MS` (those the
+  API serves): the rows of the `candles` rollup, which the writers keep in the
+  transaction of the trades (`candle_rows`); a backward scan of its key, so it
+  reads only the candles it returns;
+- `candles_from_trades`, for any other width: the aggregate of the trades in the
+  range (one statement: the aggregate joined back to `trades` on the first and
+  last ids). Volumes are sums that may pass 64 bits (the same funds trade many
+  times), and SQLite's `sum()` raises on 64-bit overflow: each is summed as two
+  halves, `x >> 32` and `x & (2**32 - 1)`, which `wide_sum` recombines exactly
+  (PostgreSQL's `sum(bigint)` is NUMERIC).
 
 Users (`insert_next_user`): the next id is `max(user_id) + 1`, from 1 (user 0
 is the fee account, never a user), computed inside the insert; two concurrent
@@ -36,9 +43,9 @@ the primary key (the store retries it).
 Known limits:
 - a user's trades are the union of two index scans (as buyer, as seller), each
   reading up to `limit` rows;
-- candles are computed from the trades on every call (no rollup table): one
-  call reads every trade of the market in the range (all of them without a
-  range); the split sums are exact up to 2**31 trades per candle.
+- candles of a width outside the rollup are computed from the trades on every
+  call: one call reads every trade of the market in the range (all of them
+  without a range); the split sums are exact up to 2**31 trades per candle.
 """
 
 from __future__ import annotations
@@ -64,10 +71,12 @@ from sqlalchemy import (
 from sqlalchemy.sql.dml import ReturningInsert
 from sqlalchemy.sql.elements import KeyedColumnElement
 
+from crossbook.adapters.sql.candle_rows import ROLLED_UP_INTERVALS_MS
 from crossbook.adapters.sql.schema import (
     asset_totals,
     assets,
     balances,
+    candles,
     engine_state,
     markets,
     orders,
@@ -188,14 +197,53 @@ def trades_of_user(user_id: int, window: Window, symbol: str | None = None) -> A
 # -- candles --------------------------------------------------------------------------
 
 
-def candles(
+def is_rolled_up(interval_ms: int) -> bool:
+    """Whether candles of this width are read from the rollup (`rolled_up_candles`)."""
+    return interval_ms in ROLLED_UP_INTERVALS_MS
+
+
+def rolled_up_candles(
     symbol: str,
     interval_ms: int,
     start_ms: int | None = None,
     end_ms: int | None = None,
     limit: int = DEFAULT_QUERY_LIMIT,
 ) -> AnySelect:
-    """The newest `limit` candles of `symbol` with open times in the range, oldest first.
+    """The newest `limit` rollup rows of `symbol` with open times in the range, oldest
+    first; `interval_ms` must be rolled up. Columns: those of `candles`."""
+    if not is_rolled_up(interval_ms):
+        raise ValueError(f"candles of {interval_ms} ms are not rolled up")
+    Window(limit)  # validates the bound
+    c = candles.c
+    where = [c.symbol == symbol, c.interval_ms == interval_ms]
+    if start_ms is not None:
+        where.append(c.open_time_ms >= _int64(start_ms))
+    if end_ms is not None:
+        where.append(c.open_time_ms <= _int64(end_ms))
+    newest = (
+        select(candles)
+        .where(*where)
+        .order_by(c.open_time_ms.desc())
+        .limit(limit)
+        .subquery("newest")
+    )
+    return select(newest).order_by(newest.c.open_time_ms)
+
+
+def _int64(value: int) -> int:
+    """`value` clamped to what a BIGINT parameter holds (open times are within it)."""
+    return max(-INT64_MAX - 1, min(value, INT64_MAX))
+
+
+def candles_from_trades(
+    symbol: str,
+    interval_ms: int,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    limit: int = DEFAULT_QUERY_LIMIT,
+) -> AnySelect:
+    """The newest `limit` candles of `symbol` with open times in the range, oldest first,
+    aggregated from the trades.
 
     Columns: `open_time_ms`, `open_ticks`, `high_ticks`, `low_ticks`, `close_ticks`,
     `trade_count`, and the halves of the two volumes (`wide_sum` reads them).
@@ -271,7 +319,7 @@ def _split_sum(column: KeyedColumnElement[int], name: str) -> tuple[Label[Any], 
 
 
 def wide_sum(row: Mapping[Any, Any], name: str) -> int:
-    """The exact sum `name` of a `candles` row, from its two halves (any driver type)."""
+    """The exact sum `name` of a `candles_from_trades` row, from its halves (any driver type)."""
     return (int(row[f"{name}_high"]) << HALF_BITS) + int(row[f"{name}_low"])
 
 

@@ -4,8 +4,12 @@ Orders, trades, balances, candles and `ping`; each read is one read-only
 snapshot, bounded by the read timeout (`connections`). Every list is bounded by
 its `limit` (see `queries.Window`).
 
-Known limits: candles read every trade of the market in their range on each
-call (no rollup table); on SQLite `ping` only shows that the file opens
+Candles of the widths the API serves are read from the `candles` rollup, in
+O(candles returned); any other width is aggregated from the trades of its range
+(see `queries`): both give the same candles.
+
+Known limits: a candle width outside the rollup reads every trade of the market
+in its range on each call; on SQLite `ping` only shows that the file opens
 (`SELECT 1` reads no page); a read abandoned at its timeout on SQLite finishes
 on its thread (bounded by the busy timeout) after its caller was answered.
 """
@@ -113,9 +117,12 @@ class SqlReads:
         limit: int = DEFAULT_QUERY_LIMIT,
     ) -> list[Candle]:
         """The newest `limit` candles with trades whose open time is in the range,
-        oldest first (whole intervals; see `queries.candles`)."""
-        rows = await self._db.fetch(queries.candles(symbol, interval_ms, start_ms, end_ms, limit))
-        return [_candle(row) for row in rows]
+        oldest first (whole intervals; see `queries`)."""
+        if queries.is_rolled_up(interval_ms):
+            statement = queries.rolled_up_candles(symbol, interval_ms, start_ms, end_ms, limit)
+            return [_rolled_up_candle(row) for row in await self._db.fetch(statement)]
+        statement = queries.candles_from_trades(symbol, interval_ms, start_ms, end_ms, limit)
+        return [_candle_from_trades(row) for row in await self._db.fetch(statement)]
 
     async def ping(self) -> None:
         """Raise if the database does not answer `SELECT 1`."""
@@ -126,8 +133,22 @@ def _one_order(rows: Rows) -> StoredOrder | None:
     return StoredOrder.from_row(rows[0]) if rows else None
 
 
-def _candle(row: RowMapping) -> Candle:
-    """From a row of `queries.candles` (PostgreSQL's sums and counts are NUMERIC/BIGINT)."""
+def _rolled_up_candle(row: RowMapping) -> Candle:
+    """From a row of `candles` (volumes: NUMERIC on PostgreSQL, decimal text on SQLite)."""
+    return Candle(
+        open_time_ms=row["open_time_ms"],
+        open_ticks=row["open_ticks"],
+        high_ticks=row["high_ticks"],
+        low_ticks=row["low_ticks"],
+        close_ticks=row["close_ticks"],
+        volume_lots=int(row["volume_lots"]),
+        quote_volume_units=int(row["quote_volume_units"]),
+        trade_count=row["trade_count"],
+    )
+
+
+def _candle_from_trades(row: RowMapping) -> Candle:
+    """From a row of `queries.candles_from_trades` (PostgreSQL's sums are NUMERIC)."""
     return Candle(
         open_time_ms=int(row["open_time_ms"]),
         open_ticks=int(row["open_ticks"]),

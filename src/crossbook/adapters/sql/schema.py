@@ -12,6 +12,9 @@ What the tables hold:
 - `orders`: every order ever accepted, one column per `RECORD_FIELDS` entry,
   updated in place while it is open and kept once it is terminal;
 - `trades`: every `TradeExecuted`, settled in the same transaction that records it;
+- `candles`: the rollup of `trades` into OHLCV candles, one row per (market,
+  width of `CANDLE_INTERVALS_MS`, open time) with trades, written in the same
+  transaction as the trades it sums (see `candle_rows`);
 - `ledger_entries`: the double-entry journal, one row per leg (see below);
 - `events`: the append-only event log, `seq` gap-free from 1;
 - `engine_state`: the exchange counters (`Exchange.counters()`), exactly one row;
@@ -27,9 +30,14 @@ Invariants:
 - amounts, prices and quantities are integer BIGINT columns (minor units, ticks,
   lots); no column is a float. Two are wider than 64 bits, `WideInteger`
   (NUMERIC(40,0) on PostgreSQL, decimal TEXT on SQLite, both exact):
-  `orders.fee_accrued` (notional × fee ppm, up to about 9.2e24) and
+  `orders.fee_accrued` (notional × fee ppm, up to about 9.2e24),
   `asset_totals.net_deposits` (a sum over all accounts, which the domain does not
-  bound: each deposit keeps one balance within 64 bits, not the sum of many);
+  bound: each deposit keeps one balance within 64 bits, not the sum of many) and
+  the candle volumes (sums over many trades);
+- a candle row equals the aggregate of the trades of its market whose
+  `executed_at_ms // interval_ms * interval_ms` is its open time: open and close
+  are the prices of its first and last trade by id (`first_trade_id`,
+  `last_trade_id`), high/low the extremes, volumes and count the sums;
 - enums are stored as their string values;
 - ledger legs: per trade, the five legs (`LEG_KINDS`) sum to zero per asset, fees
   included (a zero fee still has its fee leg, so every trade has exactly five);
@@ -236,6 +244,24 @@ trades = Table(
     Index(None, "symbol", "trade_id"),
     Index(None, "buyer_user_id", "trade_id"),
     Index(None, "seller_user_id", "trade_id"),
+)
+
+candles = Table(
+    "candles",
+    metadata,
+    Column("symbol", String(SYMBOL_CHARS), primary_key=True),
+    Column("interval_ms", BigInteger, primary_key=True, autoincrement=False),
+    Column("open_time_ms", BigInteger, primary_key=True, autoincrement=False),
+    _bigint("first_trade_id"),
+    _bigint("last_trade_id"),
+    _bigint("open_ticks"),
+    _bigint("high_ticks"),
+    _bigint("low_ticks"),
+    _bigint("close_ticks"),
+    Column("volume_lots", WideInteger, nullable=False),
+    Column("quote_volume_units", WideInteger, nullable=False),
+    _bigint("trade_count"),
+    sqlite_with_rowid=False,  # rows live in the key's b-tree: reads and upserts are by key
 )
 
 events = Table(

@@ -4,7 +4,10 @@ The connection lives on a single-thread executor, so every write runs on the
 same thread and the event loop never blocks on SQLite. A batch is one
 `BEGIN IMMEDIATE … COMMIT` holding one `executemany` per table: plain inserts
 for the append-only tables (events, trades, ledger entries), `INSERT … ON
-CONFLICT DO UPDATE` for the projections. As on PostgreSQL, the counters row is
+CONFLICT DO UPDATE` for the projections and the candle rollup (one row per
+candle the batch touches, `candle_rows`; its wide volumes are added exactly by
+`wide_add`, a function registered on the connection, since SQLite's `+` turns a
+sum beyond 64 bits into a float). As on PostgreSQL, the counters row is
 updated only if it still holds the sequence number the batch follows.
 
 Durability (`PRAGMA synchronous`, chosen by the URL, default FULL), always in
@@ -48,6 +51,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from crossbook.adapters.sql import schema
+from crossbook.adapters.sql.candle_rows import CANDLE_COLUMNS, CANDLE_KEY, CandleRow, candle_rows
 from crossbook.adapters.sql.errors import StoreConflictError, StoreError, is_unavailable
 from crossbook.adapters.sql.rows import (
     EVENT_COLUMNS,
@@ -100,6 +104,21 @@ MARKETS_INSERT = insert_sql("markets", MARKET_COLUMNS)
 MARKETS_UPDATE = (
     "UPDATE markets SET status = ?, last_price_ticks = ?, market_seq = ? WHERE symbol = ?"
 )
+WIDE_ADD = "wide_add"  # exact sum of two WideIntegers (int or decimal text), as text
+CANDLES_UPSERT = (
+    f"{insert_sql('candles', CANDLE_COLUMNS)} ON CONFLICT ({', '.join(CANDLE_KEY)}) DO UPDATE SET"
+    " open_ticks = CASE WHEN excluded.first_trade_id < candles.first_trade_id"
+    " THEN excluded.open_ticks ELSE candles.open_ticks END,"
+    " first_trade_id = min(candles.first_trade_id, excluded.first_trade_id),"
+    " close_ticks = CASE WHEN excluded.last_trade_id > candles.last_trade_id"
+    " THEN excluded.close_ticks ELSE candles.close_ticks END,"
+    " last_trade_id = max(candles.last_trade_id, excluded.last_trade_id),"
+    " high_ticks = max(candles.high_ticks, excluded.high_ticks),"
+    " low_ticks = min(candles.low_ticks, excluded.low_ticks),"
+    f" volume_lots = {WIDE_ADD}(candles.volume_lots, excluded.volume_lots),"
+    f" quote_volume_units = {WIDE_ADD}(candles.quote_volume_units, excluded.quote_volume_units),"
+    " trade_count = candles.trade_count + excluded.trade_count"
+)
 STATE_INSERT = insert_sql("engine_state", ("id", *_COUNTERS))
 STATE_UPDATE = (
     f"UPDATE engine_state SET {', '.join(f'{c} = ?' for c in _COUNTERS)}"
@@ -135,7 +154,8 @@ class SqliteWriter:
 
         def work() -> None:
             rows = batch_rows(batch, after, wide_as_text=True)
-            self.write_rows(rows, before, deadline_s)
+            candles = candle_rows(batch.trades, wide_as_text=True)
+            self.write_rows(rows, candles, before, deadline_s)
 
         await _run(self._executor, work)
 
@@ -148,13 +168,21 @@ class SqliteWriter:
 
         await _run(self._executor, work)
 
-    def write_rows(self, rows: BatchRows, before: Committed, deadline_s: float = math.inf) -> None:
+    def write_rows(
+        self,
+        rows: BatchRows,
+        candles: Sequence[CandleRow],
+        before: Committed,
+        deadline_s: float = math.inf,
+    ) -> None:
         conn = self.connection
         self.begin_immediate(deadline_s)
         try:
             self.write_reference_data(rows)
             self.write_log(rows)
             self.write_projections(rows)
+            if candles:
+                conn.executemany(CANDLES_UPSERT, candles)
             self.write_counters(rows, before.seq, first=before.counters is None)
             if time.monotonic() > deadline_s:
                 raise TimeoutError("the batch was written past its commit deadline")
@@ -245,10 +273,15 @@ def _connect(path: str, synchronous: str) -> sqlite3.Connection:
         connection.execute("PRAGMA foreign_keys = ON")
         connection.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
         connection.execute("PRAGMA temp_store = MEMORY")
+        connection.create_function(WIDE_ADD, 2, _wide_add, deterministic=True)
     except BaseException:
         connection.close()
         raise
     return connection
+
+
+def _wide_add(a: int | str, b: int | str) -> str:
+    return str(int(a) + int(b))
 
 
 async def _run(executor: ThreadPoolExecutor, work: Callable[[], T]) -> T:

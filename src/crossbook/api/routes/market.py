@@ -1,9 +1,10 @@
 """Public market data: markets, order book, ticker, candles, market trades.
 
-The book, ticker and market list come from the committed projection
-(`MarketData`), never from the engine's live state; candles and trades from the
-committed store. `{symbol}` may be written `BTC/USDT` (as the seed does, so it
-spans two path segments), `BTC-USDT` or `btc_usdt`.
+The book, ticker and market list come from the read model (`MarketData`, fed
+by committed events), never from the engine's live state; candles and trades
+from the committed store (candles from its rollup, in O(candles returned)).
+`{symbol}` may be written `BTC/USDT` (as the seed does, so it spans two path
+segments), `BTC-USDT` or `btc_usdt`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from crossbook.api.routes.common import API_PREFIX, context, errors
 from crossbook.api.schemas import CandleOut, Envelope, MarketOut, OrderBookOut, TickerOut
 from crossbook.api.views import candle_json, market_json, ticker_json
 from crossbook.engine.clock import WALL_CLOCK
+from crossbook.engine.read_model.candles import CANDLE_INTERVALS_MS
 
 router = APIRouter(prefix=API_PREFIX, tags=["market data"])
 Context = Annotated[ApiContext, Depends(context)]
@@ -40,14 +42,6 @@ SymbolPath = Annotated[
 
 DEFAULT_BOOK_DEPTH = 20
 MAX_BOOK_DEPTH = 1_000  # levels per side of a REST book
-CANDLE_INTERVALS_MS = {
-    "1m": 60_000,
-    "5m": 300_000,
-    "15m": 900_000,
-    "1h": 3_600_000,
-    "4h": 14_400_000,
-    "1d": 86_400_000,
-}
 
 CandleInterval = Annotated[
     Literal["1m", "5m", "15m", "1h", "4h", "1d"], Query(description="the candle width")

@@ -46,10 +46,11 @@ from crossbook.api.schemas import (
     PlacedOrderOut,
     PlaceOrderRequest,
 )
-from crossbook.api.views import OrderView, order_json, trade_json
+from crossbook.api.views import order_json, trade_json
 from crossbook.domain import CancelOrder, ErrorCode, MarketSpec, OrderStatus
 from crossbook.domain.validation import CLIENT_ORDER_ID_PATTERN, MAX_CLIENT_ORDER_ID_CHARS
 from crossbook.engine.order_entry import CancelOutcome, OrderOutcome
+from crossbook.engine.order_view import OrderView
 from crossbook.engine.read_model.records import StoredOrder
 
 router = APIRouter(prefix=f"{API_PREFIX}/orders", tags=["orders"])

@@ -1,11 +1,19 @@
-"""Market data: a projection of the COMMITTED public market state (DESIGN rule 4).
+"""The read model's facade: the COMMITTED public market state (DESIGN rule 4).
 
-`MarketData` is fed only with committed event batches (`apply`, one call per
-batch, in commit order) or built from a committed exchange (`from_exchange`,
-the engine's right after recovery). It serves the REST API (order book
-snapshots, tickers, the market list) and the WebSocket streams (book diffs,
-trades). It imports only the domain and the engine's read records: no I/O and
-no clock; time is passed in.
+`MarketData` is built from a committed snapshot (`from_snapshot`: the
+serialised exchange that `Store.load_state()` returns or `Exchange.state()`
+gives, plus the recent minute candles) and then fed only with committed event
+batches (`apply`, one call per batch, in commit order, from the sequence after
+the snapshot's). It needs neither the engine nor a live `Exchange`, so a
+gateway process can hold one of its own (DESIGN section 6); `from_exchange` is
+the same construction from a live exchange's state. After each batch it tells
+its listeners (`BatchListener`, the WebSocket hub) what changed
+(`MarketDataBatch`). It serves the REST API (order book snapshots, tickers, the
+market list, assets), the wallet's market-buy costing and the streams. It
+imports only the domain and its own modules: no I/O and no clock; time is
+passed in.
+
+The book is in `books`, the ticker's minute bars in `candles`.
 
 How the book is followed: every open order is tracked (order id -> symbol,
 side, type, price, remaining lots, whether it rests in the book). An accepted
@@ -15,17 +23,15 @@ of the buyer's and the seller's order when it is in the book; an `OrderUpdated`
 is authoritative: an open LIMIT order, or a triggered STOP_LIMIT order, rests at
 `price_ticks` with `quantity_lots - filled_lots`, anything else is out of the
 book, and a terminal status forgets the order. MARKET and STOP_MARKET orders and
-untriggered stops are never in the book. Within a batch the projected book may
-pass through states the exchange never showed (a taker tentatively resting while
-it trades); only the state after the whole batch is meaningful, and it is the
-one published.
+untriggered stops are never in the book; in a snapshot an open order rests iff
+it is triggered. Within a batch the projected book may pass through states the
+exchange never showed (a taker tentatively resting while it trades); only the
+state after the whole batch is meaningful, and it is the one published.
 
-Invariants (asserted; a broken one is a bug and the projection must be rebuilt
-with `from_exchange`):
-- after every batch each market's aggregated levels equal the exchange's book:
-  a level exists iff it holds an order, with the sum and count of the remaining
-  quantities of the orders resting at its price; every level has lots > 0; the
-  book is not crossed;
+Invariants (asserted; a broken one is a bug and the read model must be rebuilt
+from a snapshot):
+- after every batch each market's aggregated levels equal the exchange's book
+  (see `books`); the book is not crossed;
 - each market's `market_seq` is gap-free: a batch's events for a market continue
   its sequence exactly (1 = `MarketCreated`), and `seq` strictly increases;
 - a trade's maker is a tracked order resting in the book at the trade's price;
@@ -33,8 +39,8 @@ with `from_exchange`):
   before the batch, best first, and `first_market_seq` of a market's next diff
   is this diff's `last_market_seq + 1`, so applying the diffs to a snapshot
   reproduces the later snapshots;
-- minute bars of a market are in strictly ascending minute order (exchange time
-  never goes backwards).
+- listeners hear of a batch only once it is wholly applied, in the order they
+  subscribed, so whatever they read is the state after that batch.
 
 Known limits:
 - memory is one record per open order, one per price level, and at most
@@ -44,20 +50,18 @@ Known limits:
   or before `now_ms - window_minutes` minutes and has no upper bound, so it holds
   every trade of the last 24 h and at most one minute more, and also trades
   stamped later than a caller's `now_ms` (a clock behind the engine's);
-- bars are pruned relative to the newest trade, so a ticker asked for a `now_ms`
-  far behind the engine's time may miss bars already dropped;
+- a listener that raises stops the batch's fan-out to later listeners (the
+  batch is applied all the same) and the exception reaches the caller of `apply`;
 - not thread-safe: one thread (the event loop) applies batches and reads;
   everything returned is an immutable value, safe to hand to other tasks.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from crossbook.domain import (
     Asset,
@@ -74,10 +78,10 @@ from crossbook.domain import (
     Side,
     TradeExecuted,
 )
+from crossbook.engine.read_model.books import BookDiff, BookSide, BookSnapshot, Level
+from crossbook.engine.read_model.candles import DEFAULT_WINDOW_MINUTES, MINUTE_MS, MinuteBars
 from crossbook.engine.read_model.records import Candle
 
-MINUTE_MS = 60_000
-DEFAULT_WINDOW_MINUTES = 1_440  # 24 h
 _SNAPSHOT_CACHE_DEPTHS = 8  # distinct depths cached per market between two changes
 
 _BUY = Side.BUY
@@ -86,32 +90,6 @@ _NO_CANDLES: Mapping[str, Sequence[Candle]] = MappingProxyType({})
 
 
 # -- public values -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Level:
-    """One aggregated price level."""
-
-    price_ticks: int
-    quantity_lots: int  # 0 in a `BookDiff` means "level removed"
-    order_count: int
-
-
-@dataclass(frozen=True, slots=True)
-class BookSnapshot:
-    symbol: str
-    market_seq: int  # the market's last committed market_seq the snapshot includes
-    bids: tuple[Level, ...]  # best (highest) first
-    asks: tuple[Level, ...]  # best (lowest) first
-
-
-@dataclass(frozen=True, slots=True)
-class BookDiff:
-    symbol: str
-    first_market_seq: int  # first market_seq of this market in the batch
-    last_market_seq: int  # last one; next diff's first == this last + 1 (gap-free)
-    bids: tuple[Level, ...]  # changed bid levels, new absolute values (quantity 0 = removed)
-    asks: tuple[Level, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +124,12 @@ class MarketDataBatch:
     tickers_changed: frozenset[str]  # markets with a trade or a best bid/ask change
 
 
+class BatchListener(Protocol):
+    """Told of every committed batch once the read model has applied it."""
+
+    def batch_applied(self, batch: MarketDataBatch) -> None: ...
+
+
 # -- internals ---------------------------------------------------------------------
 
 
@@ -169,210 +153,6 @@ class _OpenOrder:
         self.in_book = in_book
 
 
-class _BookSide:
-    """Aggregated levels of one side: price -> [lots, count], keys sorted best first.
-
-    `_before` remembers, for each level touched since the last `take_changes`, its
-    (lots, count) before the first touch; `_top` caches the best levels as `Level`s.
-    """
-
-    __slots__ = ("_before", "_top", "_top_complete", "keys", "levels", "sign")
-
-    def __init__(self, side: Side) -> None:
-        self.sign = -1 if side is _BUY else 1  # keys ascending = best first
-        self.levels: dict[int, list[int]] = {}
-        self.keys: list[int] = []
-        self._before: dict[int, tuple[int, int]] = {}
-        self._top: tuple[Level, ...] = ()
-        self._top_complete = True
-
-    def _touch(self, price_ticks: int) -> list[int] | None:
-        level = self.levels.get(price_ticks)
-        if price_ticks not in self._before:
-            self._before[price_ticks] = (level[0], level[1]) if level is not None else (0, 0)
-        self._top = ()
-        self._top_complete = False
-        return level
-
-    def add(self, price_ticks: int, lots: int) -> None:
-        assert price_ticks > 0 and lots > 0, (price_ticks, lots)
-        level = self._touch(price_ticks)
-        if level is None:
-            self.levels[price_ticks] = [lots, 1]
-            insort(self.keys, self.sign * price_ticks)
-        else:
-            level[0] += lots
-            level[1] += 1
-
-    def adjust(self, price_ticks: int, delta_lots: int) -> None:
-        """An order resting at `price_ticks` changed its remaining quantity by `delta_lots`."""
-        level = self._touch(price_ticks)
-        assert level is not None and level[0] + delta_lots >= 0, (price_ticks, level, delta_lots)
-        level[0] += delta_lots
-
-    def remove(self, price_ticks: int, lots: int) -> None:
-        """An order with `lots` remaining left the level at `price_ticks`."""
-        level = self._touch(price_ticks)
-        assert level is not None and level[0] >= lots, (price_ticks, level, lots)
-        level[0] -= lots
-        level[1] -= 1
-        if level[1] == 0:
-            assert level[0] == 0, (price_ticks, level)
-            del self.levels[price_ticks]
-            keys = self.keys
-            del keys[bisect_left(keys, self.sign * price_ticks)]
-
-    def top(self, depth: int) -> tuple[Level, ...]:
-        if self._top_complete or depth <= len(self._top):
-            return self._top[:depth]
-        sign, levels = self.sign, self.levels
-        top = tuple(
-            Level(price, levels[price][0], levels[price][1])
-            for price in (sign * key for key in self.keys[:depth])
-        )
-        self._top = top
-        self._top_complete = len(top) == len(self.keys)
-        return top
-
-    def best(self) -> Level | None:
-        if not self.keys:
-            return None
-        price = self.sign * self.keys[0]
-        lots, count = self.levels[price]
-        return Level(price, lots, count)
-
-    def take_changes(self) -> tuple[Level, ...]:
-        """Levels changed since the last call, best first, with their new values."""
-        changed: list[Level] = []
-        for price, before in self._before.items():
-            level = self.levels.get(price)
-            now = (level[0], level[1]) if level is not None else (0, 0)
-            assert now[1] == 0 or now[0] > 0, ("level without quantity", price, now)
-            if now != before:
-                changed.append(Level(price, now[0], now[1]))
-        self._before.clear()
-        changed.sort(key=lambda level: self.sign * level.price_ticks)
-        return tuple(changed)
-
-    def aggregate(self) -> list[tuple[int, int, int]]:
-        """(price, lots, count) of every level, best first (for checks)."""
-        return [
-            (level.price_ticks, level.quantity_lots, level.order_count)
-            for level in self.top(len(self.keys))
-        ]
-
-
-class _Bar:
-    """One minute of trades."""
-
-    __slots__ = ("close", "count", "high", "low", "minute_ms", "open", "quote_volume", "volume")
-
-    def __init__(
-        self,
-        minute_ms: int,
-        open_ticks: int,
-        high_ticks: int,
-        low_ticks: int,
-        close_ticks: int,
-        volume_lots: int,
-        quote_volume_units: int,
-        trade_count: int,
-    ) -> None:
-        self.minute_ms = minute_ms
-        self.open = open_ticks
-        self.high = high_ticks
-        self.low = low_ticks
-        self.close = close_ticks
-        self.volume = volume_lots
-        self.quote_volume = quote_volume_units
-        self.count = trade_count
-
-
-@dataclass(frozen=True, slots=True)
-class _WindowStats:
-    open_ticks: int = 0
-    high_ticks: int = 0
-    low_ticks: int = 0
-    volume_lots: int = 0
-    quote_volume_units: int = 0
-    trade_count: int = 0
-
-
-class _Bars:
-    """A market's minute bars over the last `window_minutes + 1` minutes of trading."""
-
-    __slots__ = ("_cached", "bars", "window_minutes")
-
-    def __init__(self, window_minutes: int) -> None:
-        self.window_minutes = window_minutes
-        self.bars: deque[_Bar] = deque(maxlen=window_minutes + 1)
-        self._cached: tuple[int, _WindowStats] | None = None  # (window start, stats)
-
-    def seed(self, candles: Sequence[Candle]) -> None:
-        for candle in sorted(candles, key=lambda c: c.open_time_ms):
-            minute = candle.open_time_ms
-            assert minute % MINUTE_MS == 0, ("candle not minute-aligned", candle)
-            assert not self.bars or self.bars[-1].minute_ms < minute, ("candles overlap", candle)
-            self.bars.append(
-                _Bar(
-                    minute,
-                    candle.open_ticks,
-                    candle.high_ticks,
-                    candle.low_ticks,
-                    candle.close_ticks,
-                    candle.volume_lots,
-                    candle.quote_volume_units,
-                    candle.trade_count,
-                )
-            )
-        self._cached = None
-
-    def add_trade(self, ts_ms: int, price_ticks: int, lots: int, notional_units: int) -> None:
-        minute = ts_ms - ts_ms % MINUTE_MS
-        bars = self.bars
-        self._cached = None
-        if bars and bars[-1].minute_ms == minute:
-            bar = bars[-1]
-            bar.high = max(bar.high, price_ticks)
-            bar.low = min(bar.low, price_ticks)
-            bar.close = price_ticks
-            bar.volume += lots
-            bar.quote_volume += notional_units
-            bar.count += 1
-            return
-        assert not bars or bars[-1].minute_ms < minute, ("time went backwards", ts_ms)
-        horizon = minute - self.window_minutes * MINUTE_MS
-        while bars and bars[0].minute_ms < horizon:
-            bars.popleft()
-        bars.append(
-            _Bar(
-                minute, price_ticks, price_ticks, price_ticks, price_ticks, lots, notional_units, 1
-            )
-        )
-
-    def window(self, start_ms: int) -> _WindowStats:
-        cached = self._cached
-        if cached is not None and cached[0] == start_ms:
-            return cached[1]
-        in_window: list[_Bar] = []  # newest first
-        for bar in reversed(self.bars):
-            if bar.minute_ms < start_ms:
-                break
-            in_window.append(bar)
-        stats = _WindowStats()
-        if in_window:
-            stats = _WindowStats(
-                open_ticks=in_window[-1].open,
-                high_ticks=max(bar.high for bar in in_window),
-                low_ticks=min(bar.low for bar in in_window),
-                volume_lots=sum(bar.volume for bar in in_window),
-                quote_volume_units=sum(bar.quote_volume for bar in in_window),
-                trade_count=sum(bar.count for bar in in_window),
-            )
-        self._cached = (start_ms, stats)
-        return stats
-
-
 class _MarketState:
     __slots__ = (
         "asks",
@@ -390,19 +170,25 @@ class _MarketState:
         self.status = MarketStatus.ACTIVE
         self.market_seq = 0
         self.last_price_ticks = 0
-        self.bids = _BookSide(Side.BUY)
-        self.asks = _BookSide(Side.SELL)
-        self.bars = _Bars(window_minutes)
+        self.bids = BookSide(Side.BUY)
+        self.asks = BookSide(Side.SELL)
+        self.bars = MinuteBars(window_minutes)
         self.snapshots: dict[int, BookSnapshot] = {}  # depth -> snapshot at market_seq
 
-    def side(self, side: Side) -> _BookSide:
+    def side(self, side: Side) -> BookSide:
         return self.bids if side is _BUY else self.asks
 
     def info(self) -> MarketInfo:
         return MarketInfo(self.spec, self.status, self.market_seq)
 
 
-# -- the projection ----------------------------------------------------------------
+def _spec_from_rules(rules: Mapping[str, str], assets: Mapping[str, Asset]) -> MarketSpec:
+    """The spec `MarketSpec.rules()` describes (decimal strings; exact round trip)."""
+    settings = {name: text for name, text in rules.items() if name not in ("base", "quote")}
+    return MarketSpec.create(assets[rules["base"]], assets[rules["quote"]], **settings)
+
+
+# -- the read model ----------------------------------------------------------------
 
 
 class MarketData:
@@ -417,6 +203,7 @@ class MarketData:
         self._markets: dict[str, _MarketState] = {}
         self._market_infos: Mapping[str, MarketInfo] | None = None  # cache, None = stale
         self._orders: dict[int, _OpenOrder] = {}
+        self._listeners: list[BatchListener] = []
         # per batch: symbol -> (first market_seq, best bid before, best ask before)
         self._touched: dict[str, tuple[int, Level | None, Level | None]] = {}
         self._trades: list[TradeExecuted] = []
@@ -430,6 +217,46 @@ class MarketData:
         }
 
     @classmethod
+    def from_snapshot(
+        cls,
+        state: Mapping[str, Any] | None,
+        minute_candles: Mapping[str, Sequence[Candle]] = _NO_CANDLES,
+        *,
+        window_minutes: int = DEFAULT_WINDOW_MINUTES,
+    ) -> MarketData:
+        """The read model of a committed snapshot; apply batches from `seq + 1` on.
+
+        `state` is the serialised exchange (`Store.load_state()`, `Exchange.state()`,
+        or their JSON round trip; None is an empty exchange): its counters, assets,
+        markets (rules, status, last price, market sequence) and open orders are
+        read, anything else ignored. `minute_candles` (per market, one-minute
+        candles) seed the tickers' window.
+        """
+        data = cls(window_minutes=window_minutes)
+        if state is None:
+            assert not minute_candles, "candles without a snapshot"
+            return data
+        data._seq = state["counters"]["seq"]
+        assets = {code: Asset(code, decimals) for code, decimals in state["assets"]}
+        data._assets = MappingProxyType(assets)
+        for market in state["markets"]:
+            spec = _spec_from_rules(market["rules"], assets)
+            assert spec.symbol == market["symbol"], ("rules of another market", market)
+            market_state = data._markets[spec.symbol] = _MarketState(spec, window_minutes)
+            market_state.status = MarketStatus(market["status"])
+            market_state.market_seq = market["market_seq"]
+            market_state.last_price_ticks = market["last_price_ticks"]
+        for record in state["orders"]:
+            data._add_open_order(record)
+        for symbol, candles in minute_candles.items():
+            assert symbol in data._markets, ("candles of an unknown market", symbol)
+            data._markets[symbol].bars.seed(candles)
+        for market_state in data._markets.values():
+            market_state.bids.take_changes()
+            market_state.asks.take_changes()
+        return data
+
+    @classmethod
     def from_exchange(
         cls,
         exchange: Exchange,
@@ -437,49 +264,50 @@ class MarketData:
         *,
         window_minutes: int = DEFAULT_WINDOW_MINUTES,
     ) -> MarketData:
-        """The projection of a committed exchange; `minute_candles` seed the tickers."""
-        data = cls(window_minutes=window_minutes)
-        data._seq = exchange.seq
-        data._assets = MappingProxyType(dict(exchange.assets))
+        """`from_snapshot` of a committed exchange's state, checked against its books."""
+        data = cls.from_snapshot(exchange.state(), minute_candles, window_minutes=window_minutes)
         for symbol, market in exchange.markets.items():
-            state = data._markets[symbol] = _MarketState(market.spec, window_minutes)
-            state.status = market.status
-            state.market_seq = market.market_seq
-            state.last_price_ticks = market.last_price_ticks
-        for order_id, order in exchange.orders.items():
-            in_book = order.level is not None
-            assert in_book or not order.triggered, ("open order neither resting nor a stop", order)
-            data._orders[order_id] = _OpenOrder(
-                order.symbol,
-                order.side,
-                order.order_type,
-                order.price_ticks,
-                order.remaining_lots,
-                in_book,
-            )
-            if in_book:
-                data._markets[order.symbol].side(order.side).add(
-                    order.price_ticks, order.remaining_lots
-                )
-        for symbol, candles in minute_candles.items():
-            assert symbol in data._markets, ("candles of an unknown market", symbol)
-            data._markets[symbol].bars.seed(candles)
-        for symbol, state in data._markets.items():
-            state.bids.take_changes()
-            state.asks.take_changes()
-            book = exchange.markets[symbol].book
-            for mine, theirs in ((state.bids, book.bids), (state.asks, book.asks)):
+            mine = data._markets[symbol]
+            for side, theirs in ((mine.bids, market.book.bids), (mine.asks, market.book.asks)):
                 expected = [
                     (lv.price_ticks, lv.total_lots, lv.order_count)
                     for lv in theirs.levels_best_first()
                 ]
-                assert mine.aggregate() == expected, ("book does not match its orders", symbol)
+                assert side.aggregate() == expected, ("book does not match its orders", symbol)
         return data
+
+    def _add_open_order(self, record: Mapping[str, Any]) -> None:
+        """One open order of a snapshot (an `order_record`): it rests iff triggered."""
+        in_book = bool(record["triggered"])
+        order_type = OrderType(record["order_type"])
+        assert not in_book or order_type in (_LIMIT, _STOP_LIMIT), ("resting market order", record)
+        order = _OpenOrder(
+            record["symbol"],
+            Side(record["side"]),
+            order_type,
+            record["price_ticks"],
+            record["quantity_lots"] - record["filled_lots"],
+            in_book,
+        )
+        self._orders[record["order_id"]] = order
+        if in_book:
+            self._markets[order.symbol].side(order.side).add(
+                order.price_ticks, order.remaining_lots
+            )
+
+    def subscribe(self, listener: BatchListener) -> None:
+        """Tell `listener` of every later batch, after it is applied."""
+        self._listeners.append(listener)
+
+    @property
+    def seq(self) -> int:
+        """The seq of the last event applied (the snapshot's, before any batch)."""
+        return self._seq
 
     # -- writes: one committed batch -------------------------------------------
 
     def apply(self, events: Sequence[Event]) -> MarketDataBatch:
-        """Project one committed batch; returns what it changed."""
+        """Apply one committed batch, tell the listeners what it changed, and return that."""
         touched = self._touched
         trades = self._trades
         touched.clear()
@@ -520,6 +348,8 @@ class MarketData:
         batch = MarketDataBatch(events, diffs, tuple(trades), frozenset(tickers_changed))
         touched.clear()
         trades.clear()
+        for listener in self._listeners:
+            listener.batch_applied(batch)
         return batch
 
     def _advance(self, symbol: str, market_seq: int) -> _MarketState:

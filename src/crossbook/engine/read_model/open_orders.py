@@ -6,10 +6,10 @@ time …): that is in its `OrderAccepted`. `OpenOrderIndex` keeps that event for
 every open order, by order id and by (user, client order id), so order entry
 answers a cancel from its events instead of reading the store.
 
-It is fed like the read model: built from the committed exchange at start-up
-(before any command), then given every committed batch (`publish`, a
-`Publisher`). So it holds only committed orders (DESIGN rule 4), and an
-engine that recovers from a failed commit needs nothing from it.
+It is part of the read model: built from the committed snapshot at start-up
+(before the engine runs), then told of every committed batch by `MarketData`
+(it is a `BatchListener`). So it holds only committed orders (DESIGN rule 4),
+and an engine that recovers from a failed commit needs nothing from it.
 
 Invariants: an order is indexed from its committed acceptance until its
 committed close; a client order id names at most one indexed order (the
@@ -23,9 +23,12 @@ exchange's limit of open orders per user.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from crossbook.domain import Event, Order, OrderAccepted, OrderStatus, OrderUpdated
+from crossbook.domain.orders import order_from_record
+from crossbook.engine.read_model.market_data import MarketDataBatch
 
 _CLOSED = frozenset(status for status in OrderStatus if status.is_terminal)
 
@@ -38,6 +41,11 @@ class OpenOrderIndex:
         self._by_client_id: dict[tuple[int, str], OrderAccepted] = {}
 
     @classmethod
+    def from_snapshot(cls, state: Mapping[str, Any] | None) -> OpenOrderIndex:
+        """The index of a committed snapshot's open orders (`Store.load_state()` form)."""
+        return cls.from_orders(map(order_from_record, state["orders"] if state else ()))
+
+    @classmethod
     def from_orders(cls, orders: Iterable[Order]) -> OpenOrderIndex:
         """The index of a committed exchange's open orders (`Exchange.orders`)."""
         index = cls()
@@ -48,8 +56,11 @@ class OpenOrderIndex:
     def __len__(self) -> int:
         return len(self._by_id)
 
-    def publish(self, events: Sequence[Event]) -> None:
+    def batch_applied(self, batch: MarketDataBatch) -> None:
         """Apply one committed batch."""
+        self.apply(batch.events)
+
+    def apply(self, events: Sequence[Event]) -> None:
         for event in events:
             if isinstance(event, OrderAccepted):
                 self._add(event)
