@@ -35,7 +35,7 @@ from crossbook.adapters.sql import (
     connections,
 )
 from crossbook.adapters.sql import users as sql_users
-from crossbook.adapters.sql.migrate import alembic_config, current_revision, run_with_connection
+from crossbook.adapters.sql.migrate import alembic_config, current_revision
 from crossbook.adapters.sql.rows import BatchRows
 from crossbook.adapters.sql.sqlite import SqliteWriter
 from crossbook.domain import (
@@ -51,6 +51,7 @@ from crossbook.domain import (
 from crossbook.engine.batch import CommitBatch
 from crossbook.engine.ports import StoreUnavailableError
 from crossbook.engine.read_model.candles import CANDLE_INTERVALS_MS
+from crossbook.sql_support.migrate import run_with_connection
 
 MINUTE_MS = 60_000
 SELLER, BUYER = 1, 2
