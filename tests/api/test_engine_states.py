@@ -60,7 +60,7 @@ def test_engine_refusals_map_to_status_and_retry_after(
         async with open_runtime(settings) as runtime:
             engine = RefusingEngine(error)
             submitter = CommandSubmitter(engine, counted_outcomes(runtime.metrics))
-            orders = OrderEntry(submitter, EmbeddedFunding(), OpenOrderIndex(), runtime.store)
+            orders = OrderEntry(submitter, EmbeddedFunding(), OpenOrderIndex(), runtime.store.reads)
             context = dataclasses.replace(
                 runtime.context, engine=engine, orders=orders, commands=submitter
             )
