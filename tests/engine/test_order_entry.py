@@ -80,7 +80,7 @@ class Publishers:
 
     def publish(self, events: Sequence[Event]) -> None:
         self.events.extend(events)
-        self.index.publish(events)
+        self.index.apply(events)
 
 
 class StoreReads:
