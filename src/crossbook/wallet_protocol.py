@@ -28,9 +28,10 @@ HTTP status); the exchange matches on them, e.g. INSUFFICIENT_BALANCE.
 
 The holds still applied (`WalletHold`: a hold no void released, whatever
 releases and debits later took from it, since those are operations of their
-own) can be listed in pages (`HoldsPage`), ascending by (applied_at_ms, key),
-resumed after a `HoldsCursor`: the exchange finds there the holds it made but
-never committed an order for (its process died in between) and voids them.
+own) can be listed in pages (`HoldsPage`, each asked for by a `HoldsRequest`),
+ascending by (applied_at_ms, key), resumed after a `HoldsCursor`: the exchange
+finds there the holds it made but never committed an order for (its process died
+in between) and voids them.
 
 Amounts are integer minor units of the asset (DESIGN rule 5). Standard library only.
 """
@@ -38,6 +39,7 @@ Amounts are integer minor units of the asset (DESIGN rule 5). Standard library o
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 MAX_KEY_CHARS = 200
@@ -45,6 +47,7 @@ DEVELOPMENT_SERVICE_TOKEN = "crossbook-wallet-development-token-not-for-producti
 MIN_SERVICE_TOKEN_CHARS = 32
 MAX_HOLDS_LIMIT = 1_000  # holds per page, at most
 DEFAULT_HOLDS_LIMIT = 100
+KEY_PATTERN = re.compile(rf"[A-Za-z0-9:._-]{{1,{MAX_KEY_CHARS}}}")  # an operation's key, whole
 
 
 class WalletOpKind(enum.StrEnum):
@@ -140,6 +143,32 @@ class HoldsCursor:
 
     applied_at_ms: int
     key: str
+
+
+@dataclass(frozen=True, slots=True)
+class HoldsRequest:
+    """One page of the holds still applied: applied_after_ms < applied_at_ms <=
+    applied_before_ms, of `user_id` if given, ascending by (applied_at_ms, key) after the
+    cursor `after`, at most `limit` (1 to `MAX_HOLDS_LIMIT`). A request that cannot be
+    sent (a bad limit, a negative bound or user id, a malformed cursor) raises
+    `ValueError`: it is a bug of the caller."""
+
+    applied_before_ms: int
+    applied_after_ms: int | None = None
+    user_id: int | None = None
+    after: HoldsCursor | None = None
+    limit: int = DEFAULT_HOLDS_LIMIT
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.limit <= MAX_HOLDS_LIMIT:
+            raise ValueError(f"limit {self.limit} is not from 1 to {MAX_HOLDS_LIMIT}")
+        numbers = (self.applied_before_ms, self.applied_after_ms, self.user_id)
+        if any(n is not None and n < 0 for n in numbers):
+            raise ValueError(f"negative bound or user id: {self}")
+        if self.after is not None and (
+            self.after.applied_at_ms < 0 or not KEY_PATTERN.fullmatch(self.after.key)
+        ):
+            raise ValueError(f"invalid cursor {self.after}")
 
 
 @dataclass(frozen=True, slots=True)

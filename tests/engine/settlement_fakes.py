@@ -29,9 +29,9 @@ from crossbook.engine.read_model.records import StoredBalance
 from crossbook.engine.settlement import pending_settlement
 from crossbook.engine.settlement_plan import PlannedSettlement, SettlementStatus, StoredSettlement
 from crossbook.wallet_protocol import (
-    DEFAULT_HOLDS_LIMIT,
     HoldsCursor,
     HoldsPage,
+    HoldsRequest,
     WalletAccount,
     WalletHold,
     WalletOp,
@@ -257,31 +257,24 @@ class FakeWallet:
             if u == user_id
         ]
 
-    async def holds(
-        self,
-        *,
-        applied_before_ms: int,
-        applied_after_ms: int | None = None,
-        user_id: int | None = None,
-        after: HoldsCursor | None = None,
-        limit: int = DEFAULT_HOLDS_LIMIT,
-    ) -> HoldsPage:
+    async def holds(self, request: HoldsRequest) -> HoldsPage:
         await asyncio.sleep(0)
+        after_ms, after = request.applied_after_ms, request.after
         found = []
         for record in self._records.values():
             op, at = record.op, record.receipt.applied_at_ms
             if op.kind is not WalletOpKind.HOLD or record.voided or record.tombstone:
                 continue
-            if at > applied_before_ms or (applied_after_ms is not None and at <= applied_after_ms):
+            if at > request.applied_before_ms or (after_ms is not None and at <= after_ms):
                 continue
-            if user_id is not None and op.user_id != user_id:
+            if request.user_id is not None and op.user_id != request.user_id:
                 continue
             if after is not None and (at, op.key) <= (after.applied_at_ms, after.key):
                 continue
             found.append(WalletHold(op.key, op.user_id, op.asset, op.amount_units, at))
         found.sort(key=lambda hold: (hold.applied_at_ms, hold.key))
-        page = tuple(found[:limit])
-        more = len(found) > limit
+        page = tuple(found[: request.limit])
+        more = len(found) > request.limit
         return HoldsPage(page, HoldsCursor(page[-1].applied_at_ms, page[-1].key) if more else None)
 
     # -- inside ------------------------------------------------------------------------------

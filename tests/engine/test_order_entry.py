@@ -33,6 +33,7 @@ from crossbook.domain import (
     ErrorCode,
     Event,
     Funding,
+    Hold,
     HoldVoided,
     MarketSpec,
     OrderType,
@@ -181,6 +182,20 @@ class Rig:
         async with asyncio.timeout(5):
             while self.funding.background_voids:
                 await asyncio.sleep(0.001)
+
+    async def place_held_and_refused(self, refuse: Callable[[], Exception]) -> Hold:
+        """Place a held buy the engine refuses with `refuse()` (raised here, as expected),
+        wait for the background voids, and return the hold of the one command submitted."""
+        before = len(self.submitted(PlaceOrder))
+        self.gate.refuse = lambda _: refuse()
+        with pytest.raises(type(refuse())):
+            await self.place(limit(BUYER, Side.BUY, PRICE, LOTS))
+        await self.background_voids_done()
+        submitted = self.submitted(PlaceOrder)
+        assert len(submitted) == before + 1
+        hold = submitted[-1].hold
+        assert hold is not None
+        return hold
 
 
 def _result(refusal: Exception | None) -> str:
@@ -467,13 +482,8 @@ def test_an_unknown_hold_the_engine_cannot_take_is_voided_directly() -> None:
 def test_a_held_command_the_engine_refuses_unexecuted_is_voided_directly() -> None:
     async def scenario(rig: Rig) -> None:
         assert rig.wallet is not None
-        rig.gate.refuse = lambda _: EngineUnavailableError("recovering")
-        with pytest.raises(EngineUnavailableError):
-            await rig.place(limit(BUYER, Side.BUY, PRICE, LOTS))
-        await rig.background_voids_done()
-        (held,) = rig.submitted(PlaceOrder)
-        assert held.hold is not None
-        assert rig.wallet.outcomes(f"void:{held.hold.key}") == ["applied"]
+        hold = await rig.place_held_and_refused(lambda: EngineUnavailableError("recovering"))
+        assert rig.wallet.outcomes(f"void:{hold.key}") == ["applied"]
         assert rig.wallet.balance(BUYER, "USDT") == (1_000_000 * 10**8, 0)
         assert rig.outcomes == [("place", "EngineUnavailableError")]
 
@@ -500,21 +510,11 @@ def test_background_voids_retry_with_the_policy_then_give_up() -> None:
     async def scenario(rig: Rig) -> None:
         assert rig.wallet is not None and rig.funding is not None
         rig.wallet.fail(FaultKind.DOWN, "void:", times=2)
-        rig.gate.refuse = lambda _: EngineOverloadedError("full")
-        with pytest.raises(EngineOverloadedError):
-            await rig.place(limit(BUYER, Side.BUY, PRICE, LOTS))
-        await rig.background_voids_done()
-        (held,) = rig.submitted(PlaceOrder)
-        assert held.hold is not None
-        key = f"void:{held.hold.key}"
-        assert rig.wallet.outcomes(key) == ["down", "down", "applied"]
+        hold = await rig.place_held_and_refused(lambda: EngineOverloadedError("full"))
+        assert rig.wallet.outcomes(f"void:{hold.key}") == ["down", "down", "applied"]
         rig.wallet.fail(FaultKind.DOWN, "void:", times=None)
-        with pytest.raises(EngineOverloadedError):
-            await rig.place(limit(BUYER, Side.BUY, PRICE, LOTS))
-        await rig.background_voids_done()
-        held = rig.submitted(PlaceOrder)[-1]
-        assert held.hold is not None
-        assert rig.wallet.outcomes(f"void:{held.hold.key}") == ["down"] * FAST_VOIDS.max_attempts
+        hold = await rig.place_held_and_refused(lambda: EngineOverloadedError("full"))
+        assert rig.wallet.outcomes(f"void:{hold.key}") == ["down"] * FAST_VOIDS.max_attempts
 
     run(scenario, wallet_funded=True)
 

@@ -6,9 +6,11 @@ follow. Tests of the exchange's use of the `Wallet` port lean on it."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from settlement_fakes import FakeClock, FakeWallet
 
+from crossbook import wallet_protocol
 from crossbook.engine.ports import Wallet
 from crossbook.wallet_protocol import HoldsCursor, HoldsPage, WalletHold, WalletOp, WalletOpKind
 
@@ -32,17 +34,15 @@ def test_the_fake_pages_applied_holds_like_the_service() -> None:
         WalletHold("h:d", 1, "USDT", 5, 30),
     )
 
+    async def listed(before_ms: int, **bounds: Any) -> HoldsPage:
+        return await wallet.holds(wallet_protocol.HoldsRequest(before_ms, **bounds))
+
     async def main() -> None:
-        assert await wallet.holds(applied_before_ms=100) == HoldsPage((a, b, d), None)
-        assert await wallet.holds(applied_before_ms=100, limit=2) == HoldsPage(
-            (a, b), HoldsCursor(10, "h:b")
-        )
-        page = await wallet.holds(applied_before_ms=100, after=HoldsCursor(10, "h:b"), limit=1)
-        assert page == HoldsPage((d,), None)
-        assert await wallet.holds(applied_before_ms=29) == HoldsPage((a, b), None)
-        assert await wallet.holds(applied_before_ms=30, applied_after_ms=10) == HoldsPage(
-            (d,), None
-        )
-        assert await wallet.holds(applied_before_ms=100, user_id=1) == HoldsPage((b, d), None)
+        assert await listed(100) == HoldsPage((a, b, d), None)
+        assert await listed(100, limit=2) == HoldsPage((a, b), HoldsCursor(10, "h:b"))
+        assert await listed(100, after=HoldsCursor(10, "h:b"), limit=1) == HoldsPage((d,), None)
+        assert await listed(29) == HoldsPage((a, b), None)
+        assert await listed(30, applied_after_ms=10) == HoldsPage((d,), None)
+        assert await listed(100, user_id=1) == HoldsPage((b, d), None)
 
     asyncio.run(main())

@@ -161,21 +161,28 @@ def test_candle_arguments_are_validated(database_url: str) -> None:
     asyncio.run(scenario())
 
 
+def wide_market(price: int) -> Driver:
+    """A fee-free BIG/WIDE market of unit ticks and lots: SELLER holds one BIG, BUYER
+    `price` WIDE (enough to buy it at `price`)."""
+    driver = Driver(seed=0)
+    for command in (
+        CreateAsset("BIG", 0),
+        CreateAsset("WIDE", 0),
+        CreateMarket("BIG", "WIDE", "1", "1", "1", "1", maker_fee_rate="0", taker_fee_rate="0"),
+        Deposit(SELLER, "BIG", 1),
+        Deposit(BUYER, "WIDE", price),
+    ):
+        assert driver.execute(command), command
+    return driver
+
+
 def test_candle_volumes_wider_than_64_bits_are_exact(database_url: str) -> None:
     """The same funds trade twice at a price just above 2**62: the notional sum passes
     2**63 (SQLite's `sum()` would raise on it; PostgreSQL's is NUMERIC)."""
     price = 2**62 + 12_345
 
     async def scenario() -> None:
-        driver = Driver(seed=0)
-        for command in (
-            CreateAsset("BIG", 0),
-            CreateAsset("WIDE", 0),
-            CreateMarket("BIG", "WIDE", "1", "1", "1", "1", maker_fee_rate="0", taker_fee_rate="0"),
-            Deposit(SELLER, "BIG", 1),
-            Deposit(BUYER, "WIDE", price),
-        ):
-            assert driver.execute(command), command
+        driver = wide_market(price)
         sell_back = PlaceOrder(BUYER, "BIG/WIDE", Side.SELL, OrderType.LIMIT, 1, price)
         trade(driver, 1_000, "BIG/WIDE", price, 1)  # SELLER sells to BUYER ...
         assert driver.execute(sell_back)  # ... who sells it back
@@ -256,6 +263,15 @@ API_INTERVALS_MS = tuple(CANDLE_INTERVALS_MS.values())
 HOUR_MS = 60 * MINUTE_MS
 
 
+def trading_driver(seed: int) -> Driver:
+    """A driver with its markets and funds set up (`Driver.setup`), its clock at a fixed
+    start: `run_days` trades on from there."""
+    driver = Driver(seed=seed)
+    driver.setup()
+    driver.execute(Tick(1_700_000_000_000))
+    return driver
+
+
 def run_days(driver: Driver, batches: int) -> list[CommitBatch]:
     """Random batches whose clock jumps by up to hours between them (so every width
     has several candles, and a candle takes trades from several batches)."""
@@ -292,9 +308,7 @@ def test_the_rollup_of_many_commits_gives_the_candles_of_the_trades(database_url
     """Commits merge into the rows earlier ones wrote; a reopened store reads the same."""
 
     async def scenario() -> None:
-        driver = Driver(seed=7)
-        driver.setup()
-        driver.execute(Tick(1_700_000_000_000))
+        driver = trading_driver(seed=7)
         async with await SqlStore.open(database_url) as store:
             for batch in [driver.take_batch(), *run_days(driver, 60)]:
                 await store.commit(batch)
@@ -316,9 +330,7 @@ def test_the_migration_backfills_the_rollup_from_the_trades(fresh_database_url: 
     url = fresh_database_url
 
     async def scenario() -> None:
-        driver = Driver(seed=8)
-        driver.setup()
-        driver.execute(Tick(1_700_000_000_000))
+        driver = trading_driver(seed=8)
         async with await SqlStore.open(url) as store:
             for batch in [driver.take_batch(), *run_days(driver, 50)]:
                 await store.commit(batch)
@@ -351,15 +363,7 @@ def test_rolled_up_volumes_wider_than_64_bits_add_exactly(fresh_database_url: st
     price = 2**62 + 12_345
 
     async def scenario() -> None:
-        driver = Driver(seed=0)
-        for setup in (
-            CreateAsset("BIG", 0),
-            CreateAsset("WIDE", 0),
-            CreateMarket("BIG", "WIDE", "1", "1", "1", "1", maker_fee_rate="0", taker_fee_rate="0"),
-            Deposit(SELLER, "BIG", 1),
-            Deposit(BUYER, "WIDE", price),
-        ):
-            assert driver.execute(setup), setup
+        driver = wide_market(price)
         trade(driver, 1_000, "BIG/WIDE", price, 1)  # SELLER sells to BUYER ...
         expected = Candle(0, price, price, price, price, 2, 2 * price, 2)
         async with await SqlStore.open(url) as store:

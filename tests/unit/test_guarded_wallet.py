@@ -11,9 +11,9 @@ from crossbook.engine.guarded_wallet import GuardedWallet, WalletCircuitOpenErro
 from crossbook.engine.ports import Wallet, WalletRejectedError, WalletUnavailableError
 from crossbook.engine.read_model.records import StoredBalance
 from crossbook.wallet_protocol import (
-    DEFAULT_HOLDS_LIMIT,
     HoldsCursor,
     HoldsPage,
+    HoldsRequest,
     WalletHold,
     WalletOp,
     WalletOpKind,
@@ -57,17 +57,8 @@ class FakeWallet:
         assert isinstance(outcome, list)
         return outcome
 
-    async def holds(
-        self,
-        *,
-        applied_before_ms: int,
-        applied_after_ms: int | None = None,
-        user_id: int | None = None,
-        after: HoldsCursor | None = None,
-        limit: int = DEFAULT_HOLDS_LIMIT,
-    ) -> HoldsPage:
-        asked = ("holds", applied_before_ms, applied_after_ms, user_id, after, limit)
-        outcome = await self._answer(asked)
+    async def holds(self, request: HoldsRequest) -> HoldsPage:
+        outcome = await self._answer(request)
         assert isinstance(outcome, HoldsPage)
         return outcome
 
@@ -119,18 +110,19 @@ def test_holds_pass_through_with_every_argument_and_feed_the_breaker() -> None:
     cursor = HoldsCursor(100, "hold-0")
     inner = FakeWallet(unavailable(), PAGE, PAGE)
     wallet, breaker, _ = guarded(inner, threshold=2)
+    requests = (
+        HoldsRequest(applied_before_ms=500),
+        HoldsRequest(applied_before_ms=500, applied_after_ms=5, user_id=7, after=cursor),
+        HoldsRequest(applied_before_ms=9, limit=1),
+    )
     with pytest.raises(WalletUnavailableError):
-        run(wallet.holds(applied_before_ms=500))
+        run(wallet.holds(requests[0]))
     assert breaker.consecutive_failures == 1
-    page = run(wallet.holds(applied_before_ms=500, applied_after_ms=5, user_id=7, after=cursor))
-    assert page is PAGE
+    assert run(wallet.holds(requests[1])) is PAGE
     assert breaker.consecutive_failures == 0
-    assert run(wallet.holds(applied_before_ms=9, limit=1)) is PAGE
-    assert inner.calls == [
-        ("holds", 500, None, None, None, DEFAULT_HOLDS_LIMIT),
-        ("holds", 500, 5, 7, cursor, DEFAULT_HOLDS_LIMIT),
-        ("holds", 9, None, None, None, 1),
-    ]
+    assert run(wallet.holds(requests[2])) is PAGE
+    assert len(inner.calls) == len(requests)
+    assert all(call is request for call, request in zip(inner.calls, requests, strict=True))
 
 
 def test_a_rejection_is_re_raised_and_counts_as_a_success() -> None:
@@ -153,7 +145,7 @@ def test_it_opens_after_the_threshold_and_then_fails_fast_without_calling() -> N
         with pytest.raises(WalletUnavailableError):
             run(wallet.apply(OP))
     assert breaker.state is BreakerState.OPEN
-    for call in (wallet.apply(OP), wallet.balances(7), wallet.holds(applied_before_ms=1)):
+    for call in (wallet.apply(OP), wallet.balances(7), wallet.holds(HoldsRequest(1))):
         with pytest.raises(WalletCircuitOpenError):
             run(call)
     assert len(inner.calls) == 2

@@ -20,6 +20,7 @@ from crossbook.wallet_protocol import (
     MAX_HOLDS_LIMIT,
     HoldsCursor,
     HoldsPage,
+    HoldsRequest,
     WalletAccount,
     WalletHold,
     WalletOp,
@@ -591,7 +592,9 @@ def test_holds_sends_the_bounds_and_parses_a_page_with_its_cursor() -> None:
     result = call(
         service,
         lambda wallet: wallet.holds(
-            applied_before_ms=90, applied_after_ms=10, user_id=7, after=cursor, limit=2
+            HoldsRequest(
+                applied_before_ms=90, applied_after_ms=10, user_id=7, after=cursor, limit=2
+            )
         ),
     )
     assert result == HoldsPage(
@@ -619,7 +622,7 @@ def test_holds_sends_the_bounds_and_parses_a_page_with_its_cursor() -> None:
 
 def test_holds_with_only_the_upper_bound_and_a_last_page() -> None:
     service = WalletService(page([hold_data("hold:a", 90)], {"next": None}))
-    result = call(service, lambda wallet: wallet.holds(applied_before_ms=90))
+    result = call(service, lambda wallet: wallet.holds(HoldsRequest(applied_before_ms=90)))
     assert result == HoldsPage((WalletHold("hold:a", 7, "USDT", 10**20, 90),), None)
     (request,) = service.requests
     assert request.path == "/api/v1/holds?applied_before_ms=90&limit=100"
@@ -627,14 +630,19 @@ def test_holds_with_only_the_upper_bound_and_a_last_page() -> None:
 
 def test_no_holds_is_an_empty_last_page() -> None:
     service = WalletService(page([], {"next": None}))
-    assert call(service, lambda wallet: wallet.holds(applied_before_ms=1)) == HoldsPage((), None)
+    assert call(
+        service, lambda wallet: wallet.holds(HoldsRequest(applied_before_ms=1))
+    ) == HoldsPage((), None)
 
 
 def test_holds_on_one_instant_are_a_valid_page() -> None:
     data = [hold_data("hold:a", 50), hold_data("hold:b", 50), hold_data("hold:c", 50)]
     service = WalletService(page(data, {"next": None}))
     result = call(
-        service, lambda wallet: wallet.holds(applied_before_ms=50, after=HoldsCursor(50, "hold:0"))
+        service,
+        lambda wallet: wallet.holds(
+            HoldsRequest(applied_before_ms=50, after=HoldsCursor(50, "hold:0"))
+        ),
     )
     assert [hold.key for hold in result.holds] == ["hold:a", "hold:b", "hold:c"]
 
@@ -719,29 +727,32 @@ def test_malformed_pages_of_holds_are_unavailable(
 ) -> None:
     service = WalletService(page(data, meta))
     with pytest.raises(WalletUnavailableError, match="malformed"):
-        call(service, lambda wallet: wallet.holds(**{**ASKED, **asked}))
+        call(service, lambda wallet: wallet.holds(HoldsRequest(**{**ASKED, **asked})))
 
 
 def test_a_page_without_the_success_envelope_is_unavailable() -> None:
     service = WalletService(reply(200, as_json({"success": False, "data": [], "meta": {}})))
     with pytest.raises(WalletUnavailableError, match="malformed"):
-        call(service, lambda wallet: wallet.holds(applied_before_ms=1))
+        call(service, lambda wallet: wallet.holds(HoldsRequest(applied_before_ms=1)))
 
 
 def test_holds_errors_map_like_operations() -> None:
     with pytest.raises(WalletRejectedError) as raised:
         call(
             WalletService(error(400, "INVALID_REQUEST", {"errors": []})),
-            lambda wallet: wallet.holds(applied_before_ms=1),
+            lambda wallet: wallet.holds(HoldsRequest(applied_before_ms=1)),
         )
     assert raised.value.code == "INVALID_REQUEST"
     assert raised.value.details == {"errors": []}
     with pytest.raises(WalletUnavailableError):
-        call(WalletService(error(503)), lambda wallet: wallet.holds(applied_before_ms=1))
+        call(
+            WalletService(error(503)),
+            lambda wallet: wallet.holds(HoldsRequest(applied_before_ms=1)),
+        )
     with pytest.raises(WalletUnavailableError, match="timed out"):
         call(
             WalletService(stall_before_answering),
-            lambda wallet: wallet.holds(applied_before_ms=1),
+            lambda wallet: wallet.holds(HoldsRequest(applied_before_ms=1)),
             timeout_ms=SHORT_TIMEOUT_MS,
         )
 
@@ -763,7 +774,9 @@ def test_holds_errors_map_like_operations() -> None:
 def test_bad_holds_arguments_are_refused_before_sending(asked: dict[str, Any]) -> None:
     service = WalletService(page([], {"next": None}))
     with pytest.raises(ValueError):
-        call(service, lambda wallet: wallet.holds(**{"applied_before_ms": 1, **asked}))
+        call(
+            service, lambda wallet: wallet.holds(HoldsRequest(**{"applied_before_ms": 1, **asked}))
+        )
     assert service.requests == []
 
 

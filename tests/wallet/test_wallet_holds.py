@@ -50,13 +50,8 @@ from crossbook.wallet_service.store import (
     applied_holds_query,
 )
 
-HOLD, RELEASE, DEBIT, CREDIT = (
-    WalletOpKind.HOLD,
-    WalletOpKind.RELEASE,
-    WalletOpKind.DEBIT,
-    WalletOpKind.CREDIT,
-)
-DEPOSIT, WITHDRAW, VOID = WalletOpKind.DEPOSIT, WalletOpKind.WITHDRAW, WalletOpKind.VOID
+from wallet_support import CREDIT, DEBIT, DEPOSIT, HOLD, RELEASE, VOID, WITHDRAW
+
 TOKEN = "holds-test-service-token-" + "x" * 32
 INDEX = "ix_wallet_operations_applied_at_ms_key"
 START_MS = 1_700_000_000_000

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from crossbook.adapters.wallet_client import HttpWallet
-from crossbook.wallet_protocol import HoldsCursor, HoldsPage, WalletHold
+from crossbook.wallet_protocol import HoldsCursor, HoldsPage, HoldsRequest, WalletHold
 from crossbook.wallet_service.server import EXIT_HALTED
 
 from wallet_support import WalletFactory, WalletProcess
@@ -211,7 +211,7 @@ def test_applied_holds_over_http_and_through_the_exchange_client(wallet: WalletP
             while not pages or cursor is not None:
                 pages.append(
                     await client.holds(
-                        applied_before_ms=2**63 - 1, user_id=user_id, after=cursor, limit=2
+                        HoldsRequest(2**63 - 1, user_id=user_id, after=cursor, limit=2)
                     )
                 )
                 cursor = pages[-1].next

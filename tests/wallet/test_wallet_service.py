@@ -58,13 +58,8 @@ from crossbook.wallet_service.store import (
     WalletStore,
 )
 
-HOLD, RELEASE, DEBIT, CREDIT = (
-    WalletOpKind.HOLD,
-    WalletOpKind.RELEASE,
-    WalletOpKind.DEBIT,
-    WalletOpKind.CREDIT,
-)
-DEPOSIT, WITHDRAW, VOID = WalletOpKind.DEPOSIT, WalletOpKind.WITHDRAW, WalletOpKind.VOID
+from wallet_support import CREDIT, DEBIT, DEPOSIT, HOLD, RELEASE, VOID, WITHDRAW
+
 LOCKED = WalletAccount.LOCKED
 _keys = itertools.count(1)
 

@@ -17,6 +17,9 @@ for synchronisation: `start` returns the moment /health answers, and fails if
 the process exits or the bound passes.
 
 Amounts are exchanged as strings of integers and returned as ints.
+
+Also the operation kinds by their short names (`HOLD`, `DEPOSIT`, ...), for the
+tests that write many operations.
 """
 
 from __future__ import annotations
@@ -34,6 +37,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
+
+from crossbook.wallet_protocol import WalletOpKind
+
+HOLD, RELEASE, DEBIT, CREDIT = (
+    WalletOpKind.HOLD,
+    WalletOpKind.RELEASE,
+    WalletOpKind.DEBIT,
+    WalletOpKind.CREDIT,
+)
+DEPOSIT, WITHDRAW, VOID = WalletOpKind.DEPOSIT, WalletOpKind.WITHDRAW, WalletOpKind.VOID
 
 START_TIMEOUT_S = 60.0  # failure bound for `crossbook wallet serve` to answer /health
 STOP_TIMEOUT_S = 30.0  # failure bound for the process to exit after a signal

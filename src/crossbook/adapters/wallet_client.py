@@ -61,11 +61,10 @@ import orjson
 from crossbook.engine.ports import WalletRejectedError, WalletUnavailableError
 from crossbook.engine.read_model.records import StoredBalance
 from crossbook.wallet_protocol import (
-    DEFAULT_HOLDS_LIMIT,
-    MAX_HOLDS_LIMIT,
-    MAX_KEY_CHARS,
+    KEY_PATTERN,
     HoldsCursor,
     HoldsPage,
+    HoldsRequest,
     WalletHold,
     WalletOp,
     WalletOpKind,
@@ -83,7 +82,6 @@ MAX_REPLY_BODY_BYTES = 1 << 20  # a user's balances over thousands of assets sti
 HTTP_OK = 200
 
 _UNITS_PATTERN = re.compile(r"[0-9]{1,40}")
-_KEY_PATTERN = re.compile(rf"[A-Za-z0-9:._-]{{1,{MAX_KEY_CHARS}}}")
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
 
@@ -149,21 +147,12 @@ class HttpWallet:
         except MalformedAnswerError as exc:
             raise WalletUnavailableError(f"{what}: malformed answer ({exc})") from exc
 
-    async def holds(
-        self,
-        *,
-        applied_before_ms: int,
-        applied_after_ms: int | None = None,
-        user_id: int | None = None,
-        after: HoldsCursor | None = None,
-        limit: int = DEFAULT_HOLDS_LIMIT,
-    ) -> HoldsPage:
-        query = HoldsRequest(applied_before_ms, applied_after_ms, user_id, after, limit)
-        what = f"wallet holds applied up to {applied_before_ms}"
-        reply = await self._send(what, "GET", f"{HOLDS_PATH}?{urlencode(query.params())}")
+    async def holds(self, request: HoldsRequest) -> HoldsPage:
+        what = f"wallet holds applied up to {request.applied_before_ms}"
+        reply = await self._send(what, "GET", f"{HOLDS_PATH}?{urlencode(holds_params(request))}")
         try:
             data, meta = success_envelope(reply)
-            return parse_holds_page(data, meta, query)
+            return parse_holds_page(data, meta, request)
         except MalformedAnswerError as exc:
             raise WalletUnavailableError(f"{what}: malformed answer ({exc})") from exc
 
@@ -285,37 +274,17 @@ def parse_balances(data: Any, user_id: int) -> list[StoredBalance]:
     return [balances[asset] for asset in sorted(balances)]
 
 
-@dataclass(frozen=True, slots=True)
-class HoldsRequest:
-    """What a page of holds was asked with (checked here: a bad one is a bug of the caller)."""
-
-    applied_before_ms: int
-    applied_after_ms: int | None
-    user_id: int | None
-    after: HoldsCursor | None
-    limit: int
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.limit <= MAX_HOLDS_LIMIT:
-            raise ValueError(f"limit {self.limit} is not from 1 to {MAX_HOLDS_LIMIT}")
-        numbers = (self.applied_before_ms, self.applied_after_ms, self.user_id)
-        if any(n is not None and n < 0 for n in numbers):
-            raise ValueError(f"negative bound or user id: {self}")
-        if self.after is not None and (
-            self.after.applied_at_ms < 0 or not _KEY_PATTERN.fullmatch(self.after.key)
-        ):
-            raise ValueError(f"invalid cursor {self.after}")
-
-    def params(self) -> dict[str, str]:
-        params = {"applied_before_ms": str(self.applied_before_ms), "limit": str(self.limit)}
-        if self.applied_after_ms is not None:
-            params["applied_after_ms"] = str(self.applied_after_ms)
-        if self.user_id is not None:
-            params["user_id"] = str(self.user_id)
-        if self.after is not None:
-            params["after_applied_at_ms"] = str(self.after.applied_at_ms)
-            params["after_key"] = self.after.key
-        return params
+def holds_params(request: HoldsRequest) -> dict[str, str]:
+    """The query parameters of `GET /v1/holds` for `request`."""
+    params = {"applied_before_ms": str(request.applied_before_ms), "limit": str(request.limit)}
+    if request.applied_after_ms is not None:
+        params["applied_after_ms"] = str(request.applied_after_ms)
+    if request.user_id is not None:
+        params["user_id"] = str(request.user_id)
+    if request.after is not None:
+        params["after_applied_at_ms"] = str(request.after.applied_at_ms)
+        params["after_key"] = request.after.key
+    return params
 
 
 def parse_holds_page(data: Any, meta: Any, request: HoldsRequest) -> HoldsPage:
@@ -379,7 +348,7 @@ def parse_cursor(value: Any) -> HoldsCursor | None:
 
 
 def parse_key(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not _KEY_PATTERN.fullmatch(value):
+    if not isinstance(value, str) or not KEY_PATTERN.fullmatch(value):
         raise MalformedAnswerError(f"{name} {value!r} is not a key")
     return value
 

@@ -21,13 +21,7 @@ from typing import TypeVar
 from crossbook.engine.breaker import BreakerState, CircuitBreaker
 from crossbook.engine.ports import Wallet, WalletRejectedError, WalletUnavailableError
 from crossbook.engine.read_model.records import StoredBalance
-from crossbook.wallet_protocol import (
-    DEFAULT_HOLDS_LIMIT,
-    HoldsCursor,
-    HoldsPage,
-    WalletOp,
-    WalletReceipt,
-)
+from crossbook.wallet_protocol import HoldsPage, HoldsRequest, WalletOp, WalletReceipt
 
 T = TypeVar("T")
 
@@ -53,24 +47,8 @@ class GuardedWallet:
     async def balances(self, user_id: int) -> list[StoredBalance]:
         return await self._guarded(lambda: self._wallet.balances(user_id))
 
-    async def holds(
-        self,
-        *,
-        applied_before_ms: int,
-        applied_after_ms: int | None = None,
-        user_id: int | None = None,
-        after: HoldsCursor | None = None,
-        limit: int = DEFAULT_HOLDS_LIMIT,
-    ) -> HoldsPage:
-        return await self._guarded(
-            lambda: self._wallet.holds(
-                applied_before_ms=applied_before_ms,
-                applied_after_ms=applied_after_ms,
-                user_id=user_id,
-                after=after,
-                limit=limit,
-            )
-        )
+    async def holds(self, request: HoldsRequest) -> HoldsPage:
+        return await self._guarded(lambda: self._wallet.holds(request))
 
     async def _guarded(self, call: Callable[[], Awaitable[T]]) -> T:
         breaker = self._breaker

@@ -30,13 +30,7 @@ from crossbook.engine.read_model.records import (
     StoredUser,
 )
 from crossbook.engine.settlement_plan import SettlementStatus, StoredSettlement
-from crossbook.wallet_protocol import (
-    DEFAULT_HOLDS_LIMIT,
-    HoldsCursor,
-    HoldsPage,
-    WalletOp,
-    WalletReceipt,
-)
+from crossbook.wallet_protocol import HoldsPage, HoldsRequest, WalletOp, WalletReceipt
 
 MAX_READ_LIMIT = 1_000
 
@@ -219,18 +213,8 @@ class Wallet(Protocol):
         """The user's balances, by asset code."""
         ...
 
-    async def holds(
-        self,
-        *,
-        applied_before_ms: int,
-        applied_after_ms: int | None = None,
-        user_id: int | None = None,
-        after: HoldsCursor | None = None,
-        limit: int = DEFAULT_HOLDS_LIMIT,
-    ) -> HoldsPage:
-        """One page of the holds the wallet still has applied (no void released them),
-        applied_after_ms < applied_at_ms <= applied_before_ms, of `user_id` if given,
-        ascending by (applied_at_ms, key) after the cursor `after`; at most `limit`
-        (1 to `MAX_HOLDS_LIMIT`). Page on by passing the same bounds and `page.next`
-        until it is None."""
+    async def holds(self, request: HoldsRequest) -> HoldsPage:
+        """One page of the holds the wallet still has applied (no void released them), as
+        `request` bounds it (see `HoldsRequest`). Page on by asking the same bounds with
+        `after=page.next` until it is None."""
         ...
