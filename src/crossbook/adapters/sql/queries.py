@@ -202,18 +202,26 @@ def is_rolled_up(interval_ms: int) -> bool:
     return interval_ms in ROLLED_UP_INTERVALS_MS
 
 
-def rolled_up_candles(
-    symbol: str,
-    interval_ms: int,
-    start_ms: int | None = None,
-    end_ms: int | None = None,
-    limit: int = DEFAULT_QUERY_LIMIT,
-) -> AnySelect:
-    """The newest `limit` rollup rows of `symbol` with open times in the range, oldest
-    first; `interval_ms` must be rolled up. Columns: those of `candles`."""
+@dataclass(frozen=True, slots=True)
+class CandleRange:
+    """Which candles: a market, a width, an open-time range (inclusive) and a limit."""
+
+    symbol: str
+    interval_ms: int
+    start_ms: int | None = None
+    end_ms: int | None = None
+    limit: int = DEFAULT_QUERY_LIMIT
+
+    def __post_init__(self) -> None:
+        Window(self.limit)  # validates the bound
+
+
+def rolled_up_candles(wanted: CandleRange) -> AnySelect:
+    """The newest `limit` rollup rows of the market with open times in the range, oldest
+    first; the width must be rolled up. Columns: those of `candles`."""
+    symbol, interval_ms, start_ms, end_ms, limit = _unpack(wanted)
     if not is_rolled_up(interval_ms):
         raise ValueError(f"candles of {interval_ms} ms are not rolled up")
-    Window(limit)  # validates the bound
     c = candles.c
     where = [c.symbol == symbol, c.interval_ms == interval_ms]
     if start_ms is not None:
@@ -235,22 +243,20 @@ def _int64(value: int) -> int:
     return max(-INT64_MAX - 1, min(value, INT64_MAX))
 
 
-def candles_from_trades(
-    symbol: str,
-    interval_ms: int,
-    start_ms: int | None = None,
-    end_ms: int | None = None,
-    limit: int = DEFAULT_QUERY_LIMIT,
-) -> AnySelect:
-    """The newest `limit` candles of `symbol` with open times in the range, oldest first,
-    aggregated from the trades.
+def _unpack(wanted: CandleRange) -> tuple[str, int, int | None, int | None, int]:
+    return wanted.symbol, wanted.interval_ms, wanted.start_ms, wanted.end_ms, wanted.limit
+
+
+def candles_from_trades(wanted: CandleRange) -> AnySelect:
+    """The newest `limit` candles of the market with open times in the range, oldest
+    first, aggregated from the trades.
 
     Columns: `open_time_ms`, `open_ticks`, `high_ticks`, `low_ticks`, `close_ticks`,
     `trade_count`, and the halves of the two volumes (`wide_sum` reads them).
     """
+    symbol, interval_ms, start_ms, end_ms, limit = _unpack(wanted)
     if not 0 < interval_ms <= INT64_MAX:
         raise ValueError("interval_ms must be between 1 and 2**63 - 1")
-    Window(limit)  # validates the bound
     t = trades.c
     interval = literal(interval_ms, BigInteger)
     where = [t.symbol == symbol]

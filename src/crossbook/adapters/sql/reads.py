@@ -118,10 +118,11 @@ class SqlReads:
     ) -> list[Candle]:
         """The newest `limit` candles with trades whose open time is in the range,
         oldest first (whole intervals; see `queries`)."""
+        wanted = queries.CandleRange(symbol, interval_ms, start_ms, end_ms, limit)
         if queries.is_rolled_up(interval_ms):
-            statement = queries.rolled_up_candles(symbol, interval_ms, start_ms, end_ms, limit)
+            statement = queries.rolled_up_candles(wanted)
             return [_rolled_up_candle(row) for row in await self._db.fetch(statement)]
-        statement = queries.candles_from_trades(symbol, interval_ms, start_ms, end_ms, limit)
+        statement = queries.candles_from_trades(wanted)
         return [_candle_from_trades(row) for row in await self._db.fetch(statement)]
 
     async def ping(self) -> None:
