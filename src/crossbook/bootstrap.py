@@ -10,9 +10,9 @@ Start-up order (DESIGN rule 4 holds from the first request):
    the last 24 h of one-minute candles of its markets (the tickers' window),
    with its listeners (the stream hub, the index of open orders' acceptances),
    and point the committed-event relay at it;
-3. start the engine, which recovers the same committed state from the store
-   (nothing commits in between: the engine is the only writer, and it is not
-   running yet), so the read model continues exactly where the engine starts;
+3. start the engine from that same snapshot (read once; nothing commits in
+   between: the engine is the only writer, and it is not running yet), so the
+   read model continues exactly where the engine starts;
 4. build the engine-layer services the gateways call: order entry (with its
    funding strategy, chosen here once) and funds, both reporting outcomes to
    the API's metrics;
@@ -209,7 +209,7 @@ async def open_runtime(
             on_batch=metrics.on_batch,
             funding=Funding.EMBEDDED if settings.wallet_url is None else Funding.WALLET,
         )
-        await engine.start()
+        await engine.start(state)  # the snapshot the read model was built from
         assert engine.exchange.seq == market_data.seq, "the engine recovered another state"
         wallet = (
             None

@@ -291,3 +291,25 @@ def test_a_gtd_order_due_while_the_engine_was_down_expires_after_the_restart() -
     clock.now = 2_000
     asyncio.run(second_life())
     assert store.orders[placed[0]]["status"] == "expired"
+
+
+def test_start_from_a_snapshot_already_read_does_not_read_the_store_again() -> None:
+    async def main() -> None:
+        memory = MemoryStore()
+        first = Engine(memory, RecordingPublisher(memory), FakeClock())
+        await first.start()
+        for command in SETUP:
+            await first.submit(command)
+        await first.submit(limit(1, Side.SELL, 5_000_000, 1_000))
+        await first.stop()
+        snapshot = await memory.load_state()
+        loads = memory.loads
+        second = Engine(memory, RecordingPublisher(memory), FakeClock())
+        await second.start(snapshot)
+        try:
+            assert memory.loads == loads  # started from the snapshot handed in
+            assert second.exchange.state() == first.exchange.state()
+        finally:
+            await second.stop()
+
+    asyncio.run(main())

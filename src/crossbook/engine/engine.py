@@ -107,6 +107,13 @@ class EngineOverloadedError(Exception):
     """The command queue is full; retry after a short wait."""
 
 
+class _Unread:
+    """The committed state has not been read yet: `start` reads it from the store."""
+
+
+UNREAD = _Unread()
+
+
 @dataclass(frozen=True, slots=True)
 class EngineLimits:
     queue_capacity: int = 20_000
@@ -163,9 +170,12 @@ class Engine:
 
     # -- lifecycle --------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, committed: dict[str, Any] | _Unread | None = UNREAD) -> None:
+        """Recover from the store and start taking work. A caller that has just read the
+        store's `load_state()` (the composition root, for the read model) hands it in as
+        `committed`, so start-up reads the committed state once."""
         assert self._task is None, "engine already started"
-        await self._recover_once()
+        await self._recover_once(committed)
         self._available = True
         self._task = asyncio.create_task(self._run(), name="crossbook-engine")
         self._arm_expiry_timer()
@@ -404,8 +414,8 @@ class Engine:
                 log.exception("recovery failed; retrying")
                 await asyncio.sleep(self.limits.recovery_retry_ms / 1000)
 
-    async def _recover_once(self) -> None:
-        state: dict[str, Any] | None = await self._store.load_state()
+    async def _recover_once(self, committed: dict[str, Any] | _Unread | None = UNREAD) -> None:
+        state = await self._store.load_state() if isinstance(committed, _Unread) else committed
         exchange = (
             Exchange(self._exchange_limits, self.funding)
             if state is None
