@@ -62,6 +62,7 @@ from crossbook.engine.clock import WALL_CLOCK
 from crossbook.engine.engine import Engine, EngineLimits
 from crossbook.engine.funds import EmbeddedFunds, Funds, WalletFunds
 from crossbook.engine.guarded_wallet import GuardedWallet
+from crossbook.engine.hold_reconciler import HoldReconciler, ReconcileLimits
 from crossbook.engine.order_entry import EmbeddedFunding, OrderEntry, OrderFunding
 from crossbook.engine.ports import MAX_READ_LIMIT, Publisher
 from crossbook.engine.read_model.candles import DEFAULT_WINDOW_MINUTES, MINUTE_MS
@@ -109,9 +110,11 @@ class _RemoteWallet:
     settlements: SettlementService
     funding: WalletFunding
     funds: WalletFunds
+    reconciler: HoldReconciler
 
     async def close(self) -> None:
         try:
+            await self.reconciler.stop()
             await self.settlements.stop()
             await self.funding.close()
         finally:
@@ -239,12 +242,14 @@ async def open_runtime(
             rate_limiter=RateLimiter(settings.order_rate_per_s, settings.order_burst),
             metrics=metrics,
             settlements=None if wallet is None else wallet.settlements,
+            holds=None if wallet is None else wallet.reconciler,
             books=books,
         )
         runtime = Runtime(settings, store, engine, market_data, hub, metrics, context, setup_funds)
         try:
             if wallet is not None:
                 await wallet.settlements.start()
+                wallet.reconciler.start()  # its first pass runs at once
             if not market_data.markets():
                 await create_default_markets(runtime)
             if demo:
@@ -297,8 +302,22 @@ def _remote_wallet(
         stored_resting_asks(store.reads),
         max_levels=settings.max_fills_per_order,  # a market buy walks no more levels
         market_buy_margin_bps=settings.market_buy_hold_margin_bps,
+        undecided_hold_ms=settings.hold_orphan_grace_ms,
     )
-    return _RemoteWallet(client, settlements, funding, WalletFunds(guarded))
+    reconciler = HoldReconciler(
+        guarded,
+        store.holds,
+        engine,
+        engine,
+        funding.holds_in_flight,
+        limits=ReconcileLimits(
+            grace_ms=settings.hold_orphan_grace_ms,
+            interval_ms=settings.hold_reconcile_interval_ms,
+        ),
+        void=settings.hold_reconcile_void,
+    )
+    metrics.watch_holds(reconciler.stats)
+    return _RemoteWallet(client, settlements, funding, WalletFunds(guarded), reconciler)
 
 
 async def _recent_minute_candles(

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     breaker_failure_threshold: int = Field(5, gt=0)  # consecutive failures that open it
     breaker_reset_ms: int = Field(5_000, gt=0)  # open this long, then one probe
     market_buy_hold_margin_bps: int = Field(500, ge=0, le=10_000)  # slippage held beyond cost
+    # the hold reconciler (engine.hold_reconciler): a hold nothing owns is voided once it
+    # is this old; it must exceed a wallet call plus a commit (checked below)
+    hold_orphan_grace_ms: int = Field(30_000, gt=0)
+    hold_reconcile_interval_ms: int = Field(10_000, gt=0)  # between passes (one at start-up)
+    hold_reconcile_void: bool = True  # False: passes only report orphans (operators void)
 
     # fee rates of the markets created on an empty database (decimal strings)
     maker_fee_rate: str = "0.0005"
@@ -121,6 +126,12 @@ class Settings(BaseSettings):
             raise ValueError("max_connections_per_client exceeds max_connections")
         if not self.ws_max_queued_bytes <= self.ws_max_total_queued_bytes:
             raise ValueError("ws_max_queued_bytes exceeds ws_max_total_queued_bytes")
+        attempt_ms = self.wallet_timeout_ms + self.commit_deadline_ms + self.commit_outcome_wait_ms
+        if self.wallet_url is not None and not self.hold_orphan_grace_ms > attempt_ms:
+            raise ValueError(
+                "hold_orphan_grace_ms must exceed wallet_timeout_ms + commit_deadline_ms"
+                f" + commit_outcome_wait_ms ({attempt_ms})"
+            )
         return self
 
     @model_validator(mode="after")

@@ -39,6 +39,7 @@ from crossbook.domain import (
     Exchange,
     Funding,
     Hold,
+    HoldConsumed,
     HoldReleased,
     HoldVoided,
     MarketSpec,
@@ -255,10 +256,17 @@ def test_limit_buy_with_an_exact_hold_reserves_all_of_it_and_leaves_nothing_avai
     )
     seq_before = desk.ex.seq
     events = desk.limit(1, Side.BUY, 10, 10_000)
-    assert [type(e) for e in events] == [OrderAccepted, BalanceChanged]
+    assert [type(e) for e in events] == [OrderAccepted, HoldConsumed, BalanceChanged]
     assert_gap_free(events, seq_before + 1)
     [accepted] = of_type(events, OrderAccepted)
     assert accepted.reserved_units == 100_100
+    [consumed] = of_type(events, HoldConsumed)
+    assert (consumed.user_id, consumed.asset, consumed.amount_units, consumed.order_id) == (
+        1,
+        "USDT",
+        100_100,
+        accepted.order_id,
+    )
     [change] = of_type(events, BalanceChanged)
     assert (change.user_id, change.asset, change.available, change.locked) == (
         1,
@@ -283,7 +291,13 @@ def test_a_hold_larger_than_needed_is_funded_and_the_excess_comes_back_released(
     desk = WalletDesk()
     seq_before = desk.ex.seq
     events = desk.limit(1, Side.BUY, 10, 10_000, hold_units=150_000)
-    assert [type(e) for e in events] == [OrderAccepted, HoldReleased, BalanceChanged]
+    assert [type(e) for e in events] == [
+        OrderAccepted,
+        HoldConsumed,
+        HoldReleased,
+        BalanceChanged,
+    ]
+    assert of_type(events, HoldConsumed)[0].amount_units == 150_000  # the whole hold
     assert_gap_free(events, seq_before + 1)
     assert released(events) == [(1, "USDT", 49_900)]
     [change] = of_type(events, BalanceChanged)

@@ -25,6 +25,7 @@ from crossbook.api.metrics import ApiMetrics
 from crossbook.api.rate_limit import RateLimiter
 from crossbook.domain import DomainError, ErrorCode, MarketSpec
 from crossbook.engine.funds import Funds
+from crossbook.engine.hold_reconciler import HoldReconciler
 from crossbook.engine.order_entry import OrderEntry
 from crossbook.engine.ports import ReadStore, UserStore
 from crossbook.engine.read_model.market_data import MarketData, MarketInfo
@@ -60,6 +61,7 @@ class ApiContext:
     rate_limiter: RateLimiter
     metrics: ApiMetrics
     settlements: SettlementService | None = None  # remote-wallet mode only
+    holds: HoldReconciler | None = None  # remote-wallet mode only
     books: BookCache = field(default_factory=BookCache)  # rendered REST books
 
     # -- markets ---------------------------------------------------------------------

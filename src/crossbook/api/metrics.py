@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from crossbook.api.connections import ConnectionGuard
 from crossbook.engine.breaker import BreakerState
 from crossbook.engine.engine import BatchStats
+from crossbook.engine.hold_reconciler import ReconcileStats
 from crossbook.engine.settlement import SettlementStats
 
 __all__ = ["CONTENT_TYPE", "ApiMetrics"]
@@ -111,6 +112,26 @@ class ApiMetrics:
         ).set_function(lambda: float(BREAKER_STATE_VALUE[breaker()]))
         r.register(_SettlementCounters(stats))
 
+    def watch_holds(self, stats: ReconcileStats) -> None:
+        """Remote-wallet mode: the hold reconciler's figures, read when scraped."""
+        r = self.registry
+        Gauge(
+            "crossbook_holds_orphaned",
+            "Orphaned wallet holds the last reconciliation pass or scan left unvoided",
+            registry=r,
+        ).set_function(lambda: float(stats.orphaned))
+        Gauge(
+            "crossbook_hold_reconcile_last_pass_timestamp_seconds",
+            "When the last hold reconciliation pass ended (0: none yet)",
+            registry=r,
+        ).set_function(lambda: (stats.last_pass_at_ms or 0) / 1000)
+        Gauge(
+            "crossbook_hold_reconcile_last_pass_duration_seconds",
+            "How long the last hold reconciliation pass took",
+            registry=r,
+        ).set_function(lambda: (stats.last_pass_duration_ms or 0) / 1000)
+        r.register(_HoldCounters(stats))
+
     def on_settled(self, latency_ms: int) -> None:
         self.settlement_seconds.observe(latency_ms / 1000)
 
@@ -166,5 +187,25 @@ class _SettlementCounters(Collector):
              stats.dead_lettered),
             ("crossbook_settlements_replayed", "Dead-lettered settlements replayed",
              stats.replayed),
+        ):  # fmt: skip
+            yield CounterMetricFamily(name, text, value=value)
+
+
+class _HoldCounters(Collector):
+    """Counters kept by the hold reconciler, exported as they stand when scraped."""
+
+    def __init__(self, stats: ReconcileStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats
+        for name, text, value in (
+            ("crossbook_hold_reconcile_passes", "Hold reconciliation passes done", stats.passes),
+            ("crossbook_holds_orphaned_found", "Orphaned wallet holds found by passes",
+             stats.holds_found),
+            ("crossbook_holds_orphaned_voided", "Orphaned wallet holds voided",
+             stats.holds_voided),
+            ("crossbook_hold_void_failures", "Voids of orphaned holds the engine did not take",
+             stats.void_failures),
         ):  # fmt: skip
             yield CounterMetricFamily(name, text, value=value)

@@ -138,6 +138,33 @@ class HoldReleased(Event):
         self.amount_units = amount_units
 
 
+class HoldConsumed(Event):
+    """Remote-wallet mode: the wallet's hold `hold_key` funds order `order_id` (its
+    placement, or an amend that costs more). The wallet keeps it locked; the ledger's
+    reservation, trades and releases account for it from here on. It records the hold's
+    fate: a hold that no `HoldConsumed` or `HoldVoided` names funds nothing."""
+
+    __slots__ = ("amount_units", "asset", "hold_key", "order_id", "user_id")
+    kind = "hold_consumed"
+
+    def __init__(
+        self,
+        seq: int,
+        ts_ms: int,
+        user_id: int,
+        asset: str,
+        hold_key: str,
+        amount_units: int,
+        order_id: int,
+    ) -> None:
+        super().__init__(seq, 0, ts_ms)
+        self.user_id = user_id
+        self.asset = asset
+        self.hold_key = hold_key
+        self.amount_units = amount_units
+        self.order_id = order_id
+
+
 class HoldVoided(Event):
     """Remote-wallet mode: the hold `hold_key` funds nothing; the wallet must void it."""
 

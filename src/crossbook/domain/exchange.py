@@ -20,16 +20,17 @@ Invariants kept here (and checked in `invariants`):
 - `seq` and every market's `market_seq` are gap-free;
 - the state after a command depends only on the state before and the command.
 
-Funding. In the default `Funding.EMBEDDED` mode the ledger here holds every
-balance: money enters by `Deposit` and leaves by `Withdraw`. In
-`Funding.WALLET` mode an external wallet holds the balances: an order (or an
-amend that costs more) arrives with a `Hold` the wallet confirmed, the ledger is
-funded with it and reserves from it, and at the end of every command whatever
-became available (trade proceeds, released reservations) is swept back out.
-The sweep emits `HoldReleased` for the released part; trade proceeds go back
-through the trade's own settlement legs. So in this mode every available
-balance is 0 between commands and locked funds are exactly the open orders'
-reservations; `Deposit` and `Withdraw` are refused (FUNDS_HELD_BY_WALLET).
+Funding. In the default `Funding.EMBEDDED` mode the ledger here holds every balance:
+money enters by `Deposit` and leaves by `Withdraw`. In `Funding.WALLET` mode an
+external wallet holds the balances: an order (or an amend that costs more) arrives
+with a `Hold` the wallet confirmed, the ledger is funded with it and reserves from
+it, and at the end of every command whatever became available (trade proceeds,
+released reservations) is swept back out. A command that takes a hold emits
+`HoldConsumed` (its key: the hold's fate, which the reconciliation of holds reads).
+The sweep emits `HoldReleased` for the released part; trade proceeds go back through
+the trade's own settlement legs. So in this mode every available balance is 0
+between commands and locked funds are exactly the open orders' reservations;
+`Deposit` and `Withdraw` are refused (FUNDS_HELD_BY_WALLET).
 
 Known limits: one fee tier per market (no per-user rates, no rebates); amend
 applies to resting limit orders only; a stop-market buy is sized by quote
@@ -68,6 +69,7 @@ from crossbook.domain.events import (
     BalanceChanged,
     Deposited,
     Event,
+    HoldConsumed,
     HoldReleased,
     HoldVoided,
     MarketCreated,
@@ -344,6 +346,8 @@ class Exchange:
         self._emit(
             OrderAccepted(self._next_seq(), self._next_market_seq(market), self.now_ms, order)
         )
+        if cmd.hold is not None:
+            self._consume_hold(order, cmd.hold)
         if not order.triggered:
             market.stops.add(order)
             return
@@ -446,6 +450,8 @@ class Exchange:
         asset = reserve_asset(spec, order.side)
         self._reserve(order.user_id, asset, max(0, needed - order.reserved_units), cmd.hold)
         # -- accepted: nothing below may refuse -------------------------------
+        if cmd.hold is not None:
+            self._consume_hold(order, cmd.hold)
         self.ledger.release(order.user_id, asset, max(0, order.reserved_units - needed))
         order.reserved_units = needed
         order.updated_at_ms = self.now_ms
@@ -660,6 +666,20 @@ class Exchange:
         if held:
             self.ledger.fund(user_id, asset, held)
         self.ledger.reserve(user_id, asset, amount)
+
+    def _consume_hold(self, order: Order, hold: Hold) -> None:
+        """Record that `hold` (already in the ledger, `_reserve`) funds `order`."""
+        self._emit(
+            HoldConsumed(
+                self._next_seq(),
+                self.now_ms,
+                order.user_id,
+                hold.asset,
+                hold.key,
+                hold.amount_units,
+                order.order_id,
+            )
+        )
 
     def _void_hold(self, cmd: VoidHold) -> None:
         if not self._wallet_funded:

@@ -7,7 +7,9 @@ commands touched, taken from the exchange after the whole batch ran.
 
 Wallet-funded (remote-wallet mode), a batch also carries its settlement outbox
 (`settlement_plan`): the wallet operations its trades and releases owe, written
-in the same transaction, and its trades are recorded PENDING rather than settled.
+in the same transaction, and its trades are recorded PENDING rather than settled,
+and the fate of every wallet hold its commands named (`HoldFate`: consumed by an
+order, or voided), which the hold reconciler reads.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from crossbook.domain import (
     Event,
     Exchange,
     Funding,
+    HoldConsumed,
+    HoldVoided,
     MarketCreated,
     Order,
     TradeExecuted,
@@ -29,6 +33,49 @@ from crossbook.domain import (
 )
 from crossbook.domain.orders import order_record
 from crossbook.engine.settlement_plan import PlannedSettlement, plan_settlements
+
+
+@dataclass(frozen=True, slots=True)
+class HoldFate:
+    """What became of a wallet hold: it funds order `order_id`, or it is voided (None)."""
+
+    hold_key: str
+    user_id: int
+    asset: str
+    amount_units: int
+    order_id: int | None  # None: voided
+    seq: int  # of the event that decided it
+
+    @property
+    def consumed(self) -> bool:
+        return self.order_id is not None
+
+
+def hold_fates(events: list[Event]) -> list[HoldFate]:
+    """The fates `events` decide, in event order (remote-wallet mode)."""
+    fates: list[HoldFate] = []
+    for event in events:
+        cls = type(event)
+        if cls is HoldConsumed:
+            assert isinstance(event, HoldConsumed)
+            fates.append(
+                HoldFate(
+                    event.hold_key,
+                    event.user_id,
+                    event.asset,
+                    event.amount_units,
+                    event.order_id,
+                    event.seq,
+                )
+            )
+        elif cls is HoldVoided:
+            assert isinstance(event, HoldVoided)
+            fates.append(
+                HoldFate(
+                    event.hold_key, event.user_id, event.asset, event.amount_units, None, event.seq
+                )
+            )
+    return fates
 
 
 @dataclass(slots=True)
@@ -44,6 +91,7 @@ class CommitBatch:
     markets: list[dict[str, Any]]  # runtime (+ "rules" if created) of every touched market
     counters: dict[str, int]  # `Exchange.counters()` after the batch
     settlements: list[PlannedSettlement] = field(default_factory=list)  # wallet-funded only
+    holds: list[HoldFate] = field(default_factory=list)  # wallet-funded only
     trades_settled: bool = True  # False: the trades await their settlements
 
     @property
@@ -89,11 +137,12 @@ class BatchBuilder:
             if event.market_seq:  # every other market event names its market
                 touched_markets[getattr(event, "symbol")] = None  # noqa: B009
         wallet_funded = exchange.funding is Funding.WALLET
-        settlements = (
-            plan_settlements(self.events, {s: m.spec for s, m in exchange.markets.items()})
-            if wallet_funded
-            else []
-        )
+        settlements: list[PlannedSettlement] = []
+        holds: list[HoldFate] = []
+        if wallet_funded:
+            specs = {s: m.spec for s, m in exchange.markets.items()}
+            settlements = plan_settlements(self.events, specs)
+            holds = hold_fates(self.events)
         markets = []
         for symbol in touched_markets:
             row = exchange.market_runtime(exchange.markets[symbol])
@@ -110,5 +159,6 @@ class BatchBuilder:
             markets=markets,
             counters=exchange.counters(),
             settlements=settlements,
+            holds=holds,
             trades_settled=not wallet_funded,
         )

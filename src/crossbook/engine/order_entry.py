@@ -47,7 +47,6 @@ from crossbook.domain import (
     PlaceOrder,
     TradeExecuted,
 )
-from crossbook.engine.engine import EngineOverloadedError, EngineUnavailableError
 from crossbook.engine.order_view import OrderView, last_update, placed_order, trades_of
 from crossbook.engine.ports import ReadStore
 from crossbook.engine.read_model.records import StoredOrder
@@ -97,8 +96,10 @@ class OrderFunding(Protocol):
         """`command` ready for the engine, given the order as the caller last read it."""
         ...
 
-    def not_taken(self, command: PlaceOrder | AmendOrder) -> None:
-        """The engine refused `command` unexecuted (overloaded, unavailable)."""
+    def submitted(self, command: PlaceOrder | AmendOrder, error: BaseException | None) -> None:
+        """The engine's answer to `command`: None (committed), a `DomainError` (refused,
+        committed), `EngineOverloadedError` / `EngineUnavailableError` (not taken, or its
+        outcome unknown), or anything else that ended the wait (its fate unknown here)."""
         ...
 
 
@@ -119,7 +120,7 @@ class EmbeddedFunding:
     ) -> AmendOrder:
         return command
 
-    def not_taken(self, command: PlaceOrder | AmendOrder) -> None:
+    def submitted(self, command: PlaceOrder | AmendOrder, error: BaseException | None) -> None:
         return None
 
 
@@ -192,7 +193,9 @@ class OrderEntry:
 
     async def _submit(self, command: PlaceOrder | AmendOrder, action: str) -> list[Event]:
         try:
-            return await self._submitter.submit(command, action)
-        except (EngineOverloadedError, EngineUnavailableError):
-            self._funding.not_taken(command)
+            events = await self._submitter.submit(command, action)
+        except BaseException as error:
+            self._funding.submitted(command, error)
             raise
+        self._funding.submitted(command, None)
+        return events

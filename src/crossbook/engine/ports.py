@@ -18,6 +18,7 @@ within a bounded time of the adapter's.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from crossbook.domain import Event, OrderStatus
@@ -185,6 +186,32 @@ class SettlementStore(Protocol):
     ) -> list[StoredSettlement]: ...
 
     async def count_settlements(self, status: SettlementStatus) -> int: ...
+
+
+MAX_HOLD_LOOKUP_KEYS = 1_000  # keys `HoldFates.decided` takes at once (a page of holds)
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileProgress:
+    """The hold reconciler's progress, in the wallet's `applied_at_ms`."""
+
+    floor_ms: int  # holds applied at or before it are never reconciled (made before fates)
+    watermark_ms: int  # where the last full pass ended
+
+
+class HoldFates(Protocol):
+    """The fate of the wallet holds committed commands named (remote-wallet mode): the
+    engine's commits record them (`HoldConsumed`, `HoldVoided`); the hold reconciler
+    reads them and keeps its progress here."""
+
+    async def decided(self, keys: Collection[str]) -> set[str]:
+        """Those of `keys` (at most `MAX_HOLD_LOOKUP_KEYS`) a committed command consumed
+        or voided."""
+        ...
+
+    async def progress(self) -> ReconcileProgress: ...
+
+    async def save_watermark(self, watermark_ms: int) -> None: ...
 
 
 class WalletUnavailableError(Exception):

@@ -16,24 +16,26 @@ wallet service. Placing an order (or amending it to cost more):
    the engine itself voids the hold in the same commit (`Engine`).
 
 A hold that may exist but funds nothing must be voided, or the user's funds
-stay locked:
+stay locked. While an attempt runs, its hold's key is in `holds_in_flight`
+(from before the wallet is asked until the command's fate is durable), so the
+hold reconciler (`engine.hold_reconciler`) leaves it alone; afterwards the store
+knows its fate, or the reconciler voids it. Here:
 - the hold call's outcome is unknown (timeout, connection lost): `VoidHold` is
   submitted to the engine, which commits it to the settlement outbox; the
   workers carry it to the wallet with retries. The caller still hears
   `WalletOutageError`;
-- the engine could not take the command, or that `VoidHold` (overloaded,
-  recovering): nothing durable can record the void, so it is applied directly,
-  in the background, at most `void_policy.max_attempts` times with its backoff,
-  and at most `MAX_BACKGROUND_VOIDS` at once.
+- the engine could not take the command, or that `VoidHold` (overloaded, not
+  available): it is voided directly, in the background, at most
+  `void_policy.max_attempts` times with its backoff, and at most
+  `MAX_BACKGROUND_VOIDS` at once. One that runs out of attempts or finds no
+  room is left to the reconciler;
+- the command's outcome is unknown (`EngineUnavailableError` with
+  `outcome_unknown`, or the wait for it ended otherwise): it may have committed,
+  consuming the hold, so nothing is voided here; the key stays in flight for
+  `undecided_hold_ms` (longer than a commit can take), then the reconciler
+  decides from the store.
 The wallet's `void` is safe whether or not the hold was applied, and refuses a
 hold that arrives after its void.
-
-Known limits: if this process dies between a successful hold and the engine's
-commit, that hold stays locked in the wallet (nothing durable names it); so
-does one whose background void runs out of attempts or finds no room. The
-wallet's operation log lists holds by key; reconciling them is an operator's
-job. A command refused with an unknown outcome (`EngineUnavailableError` with
-`outcome_unknown`) is voided in the background like one not taken.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import asyncio
 import contextlib
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Container, Sequence
 from dataclasses import replace
 from typing import Protocol
 
@@ -83,6 +85,7 @@ log = structlog.get_logger(__name__)
 MAX_BACKGROUND_VOIDS = 1_000
 BACKGROUND_VOID_POLICY = RetryPolicy(max_attempts=5, initial_backoff_ms=1_000, max_backoff_ms=5_000)
 DEFAULT_MARKET_BUY_MARGIN_BPS = 500
+DEFAULT_UNDECIDED_HOLD_MS = 30_000
 OPEN_STATUSES = (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED)
 
 RestingAsks = Callable[[int, str], Awaitable[dict[int, int]]]  # (user, symbol) -> ticks: lots
@@ -152,6 +155,7 @@ class WalletFunding:
         max_levels: int,
         market_buy_margin_bps: int = DEFAULT_MARKET_BUY_MARGIN_BPS,
         void_policy: RetryPolicy = BACKGROUND_VOID_POLICY,
+        undecided_hold_ms: int = DEFAULT_UNDECIDED_HOLD_MS,
         rng: random.Random | None = None,
     ) -> None:
         self._wallet = wallet  # behind the circuit breaker
@@ -163,6 +167,8 @@ class WalletFunding:
         self._void_policy = void_policy
         self._rng = rng or random.Random()
         self._voids: set[asyncio.Task[None]] = set()
+        self._undecided_hold_s = undecided_hold_ms / 1000
+        self._in_flight: set[str] = set()  # hold keys whose command's fate is not durable
 
     @property
     def trades_settled(self) -> bool:
@@ -171,6 +177,11 @@ class WalletFunding:
     @property
     def background_voids(self) -> int:
         return len(self._voids)
+
+    @property
+    def holds_in_flight(self) -> Container[str]:
+        """The keys of the holds attempts of this process own (see the module docstring)."""
+        return self._in_flight
 
     async def fund_place(self, command: PlaceOrder, spec: MarketSpec) -> PlaceOrder:
         """`command` with a confirmed hold for its worst-case cost.
@@ -222,23 +233,39 @@ class WalletFunding:
         hold = await self._hold(command.user_id, reserve_asset(spec, order.side), units)
         return replace(command, hold=hold)
 
-    def not_taken(self, command: PlaceOrder | AmendOrder) -> None:
-        if command.hold is not None:
-            self.void_in_background(VoidHold(command.user_id, command.hold))
+    def submitted(self, command: PlaceOrder | AmendOrder, error: BaseException | None) -> None:
+        hold = command.hold
+        if hold is None:
+            return
+        if error is None or isinstance(error, DomainError):
+            self._in_flight.discard(hold.key)  # committed: consumed, or voided with the refusal
+        elif isinstance(error, EngineOverloadedError) or (
+            isinstance(error, EngineUnavailableError) and not error.outcome_unknown
+        ):
+            self.void_in_background(VoidHold(command.user_id, hold))  # nothing was taken
+        else:  # it may have committed: leave the fate to the store and the reconciler
+            loop = asyncio.get_running_loop()
+            loop.call_later(self._undecided_hold_s, self._in_flight.discard, hold.key)
 
     async def _hold(self, user_id: int, asset: str, units: int) -> Hold:
         hold = Hold(f"hold:{uuid.uuid4().hex}", asset, units)
+        self._in_flight.add(hold.key)
         try:
             await self._wallet.apply(WalletOp(hold.key, WalletOpKind.HOLD, user_id, asset, units))
         except WalletRejectedError as error:
+            self._in_flight.discard(hold.key)
             if error.code == WalletCode.INSUFFICIENT_BALANCE:
                 raise insufficient_balance(asset, units, error) from None
             raise WalletOutageError(error.code) from None
         except WalletCircuitOpenError:
+            self._in_flight.discard(hold.key)
             raise WalletOutageError("circuit open") from None  # no call made: nothing held
         except WalletUnavailableError as error:
             await self._void_unknown(VoidHold(user_id, hold))
             raise WalletOutageError(str(error)) from None
+        except BaseException:
+            self._in_flight.discard(hold.key)  # cancelled: the reconciler decides after grace
+            raise
         return hold
 
     async def _void_unknown(self, void: VoidHold) -> None:
@@ -247,15 +274,21 @@ class WalletFunding:
             await self._engine.submit(void)
         except (EngineOverloadedError, EngineUnavailableError):
             self.void_in_background(void)
+            return
+        self._in_flight.discard(void.hold.key)
 
     def void_in_background(self, void: VoidHold) -> None:
-        """Void a hold the engine could not take, directly at the wallet (bounded)."""
+        """Void a hold the engine could not take, directly at the wallet (bounded); its key
+        stays in flight until that ends."""
+        key = void.hold.key
         if len(self._voids) >= MAX_BACKGROUND_VOIDS:
-            log.error("too many background voids; hold left locked", hold_key=void.hold.key)
+            log.error("too many background voids; left to the reconciler", hold_key=key)
+            self._in_flight.discard(key)
             return
         task = asyncio.create_task(self._void_directly(void), name="wallet-void")
         self._voids.add(task)
         task.add_done_callback(self._voids.discard)
+        task.add_done_callback(lambda _: self._in_flight.discard(key))
 
     async def _void_directly(self, void: VoidHold) -> None:
         hold = void.hold
@@ -273,10 +306,11 @@ class WalletFunding:
             except WalletUnavailableError:
                 if attempt < policy.max_attempts:
                     await asyncio.sleep(policy.backoff_ms(attempt, self._rng) / 1000)
-        log.error("could not void a hold; it stays locked", hold_key=hold.key, user_id=void.user_id)
+        log.error("could not void a hold; left to the reconciler", hold_key=hold.key)
 
     async def close(self) -> None:
-        """Cancel the background voids still running (their holds stay locked)."""
+        """Cancel the background voids still running (the reconciler of the next start
+        voids their holds)."""
         for task in list(self._voids):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

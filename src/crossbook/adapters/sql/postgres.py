@@ -55,6 +55,7 @@ from crossbook.adapters.sql.candle_rows import CANDLE_COLUMNS, CANDLE_KEY, Candl
 from crossbook.adapters.sql.errors import StoreConflictError, StoreError, is_unavailable
 from crossbook.adapters.sql.rows import (
     EVENT_COLUMNS,
+    HOLD_COLUMNS,
     LEDGER_COLUMNS,
     MARKET_COLUMNS,
     ORDER_COLUMNS,
@@ -120,6 +121,8 @@ ASSET_TOTALS_UPSERT = upsert_sql(
 )
 ASSETS_INSERT = insert_sql(schema.assets, ("code", "decimals"))
 MARKETS_INSERT = insert_sql(schema.markets, MARKET_COLUMNS)
+# a key decided twice (a hold voided again) keeps its first fate
+HOLDS_INSERT = f"{insert_sql(schema.holds, HOLD_COLUMNS)} ON CONFLICT (hold_key) DO NOTHING"
 MARKETS_UPDATE = (
     "UPDATE markets AS m SET status = u.status, last_price_ticks = u.last_price_ticks,"
     " market_seq = u.market_seq"
@@ -268,7 +271,8 @@ class PostgresWriter:
             )
 
     async def write_log(self, rows: BatchRows) -> None:
-        """Append the events, trades and journal legs (binary COPY)."""
+        """Append the events, trades, journal legs and settlements (binary COPY), and the
+        hold fates (`unnest`: a key decided twice must not fail the batch)."""
         for table, records, columns in (
             ("events", rows.events, EVENT_COLUMNS),
             ("trades", rows.trades, TRADE_COLUMNS),
@@ -280,6 +284,10 @@ class PostgresWriter:
                 await self.connection.copy_records_to_table(
                     table, records=records, columns=columns, timeout=self._timeout_s()
                 )
+        if rows.holds:
+            await self.connection.execute(
+                HOLDS_INSERT, *_columns(rows.holds), timeout=self._timeout_s()
+            )
 
     async def write_projections(self, rows: BatchRows) -> None:
         conn = self.connection

@@ -30,6 +30,8 @@ from typing import Any
 import orjson
 
 from crossbook.adapters.sql.schema import (
+    HOLD_CONSUMED,
+    HOLD_VOIDED,
     LEG_BUYER_PAYS,
     LEG_BUYER_RECEIVES,
     LEG_DEPOSIT,
@@ -53,7 +55,7 @@ from crossbook.domain import (
 from crossbook.domain.orders import RECORD_FIELDS
 from crossbook.domain.settlement import trade_legs
 from crossbook.domain.units import INT64_MAX
-from crossbook.engine.batch import CommitBatch
+from crossbook.engine.batch import CommitBatch, HoldFate
 from crossbook.engine.settlement_plan import PlannedSettlement, SettlementStatus
 from crossbook.sql_support.wide_integer import wide_value
 
@@ -66,6 +68,7 @@ MarketRow = tuple[Any, ...]  # symbol, RULE_COLUMNS…, status, last_price_ticks
 MarketUpdateRow = tuple[str, str, int, int]  # symbol, status, last_price_ticks, market_seq
 SettlementRow = tuple[Any, ...]
 SettlementLegRow = tuple[Any, ...]
+HoldRow = tuple[str, str, int, str, int, int | None, int]
 
 EVENT_COLUMNS = ("seq", "market_seq", "kind", "symbol", "ts_ms", "payload")
 LEDGER_COLUMNS = ("seq", "user_id", "asset", "amount", "kind", "trade_id", "order_id")
@@ -115,6 +118,7 @@ SETTLEMENT_LEG_COLUMNS = (
     "state",
     "generation",
 )
+HOLD_COLUMNS = ("hold_key", "fate", "user_id", "asset", "amount_units", "order_id", "seq")
 MARKET_COLUMNS = ("symbol", *RULE_COLUMNS, "status", "last_price_ticks", "market_seq")
 _FEE_ACCRUED_INDEX = RECORD_FIELDS.index("fee_accrued")
 
@@ -185,6 +189,7 @@ class BatchRows:
     counters: dict[str, int]
     settlements: list[SettlementRow]
     settlement_legs: list[SettlementLegRow]
+    holds: list[HoldRow]
 
 
 def batch_rows(batch: CommitBatch, after: Committed, *, wide_as_text: bool) -> BatchRows:
@@ -209,6 +214,7 @@ def batch_rows(batch: CommitBatch, after: Committed, *, wide_as_text: bool) -> B
         counters=batch.counters,
         settlements=[settlement_row(s) for s in batch.settlements],
         settlement_legs=[row for s in batch.settlements for row in settlement_leg_rows(s)],
+        holds=[hold_row(fate) for fate in batch.holds],
     )
 
 
@@ -296,6 +302,18 @@ def trade_rows(trades: list[TradeExecuted], *, settled: bool = True) -> list[Tra
         )
         for t in trades
     ]
+
+
+def hold_row(fate: HoldFate) -> HoldRow:
+    return (
+        fate.hold_key,
+        HOLD_CONSUMED if fate.consumed else HOLD_VOIDED,
+        fate.user_id,
+        fate.asset,
+        fate.amount_units,
+        fate.order_id,
+        fate.seq,
+    )
 
 
 def settlement_row(settlement: PlannedSettlement) -> SettlementRow:

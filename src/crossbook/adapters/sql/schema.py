@@ -332,3 +332,38 @@ settlement_legs = Table(
     _enum("state"),
     Column("generation", Integer, nullable=False),
 )
+
+# Remote-wallet mode: the fate of every wallet hold a committed command named, by key
+# (`HoldConsumed` → consumed, `HoldVoided` → voided). A hold the wallet applied that
+# has no row here funds nothing: the hold reconciler voids it.
+HOLD_CONSUMED = "consumed"
+HOLD_VOIDED = "voided"
+HOLD_FATES = (HOLD_CONSUMED, HOLD_VOIDED)
+
+holds = Table(
+    "holds",
+    metadata,
+    Column("hold_key", String(WALLET_KEY_CHARS), primary_key=True),
+    _enum("fate"),
+    _bigint("user_id"),
+    Column("asset", String(ASSET_CODE_CHARS), nullable=False),
+    _bigint("amount_units"),
+    _bigint("order_id", nullable=True),  # the order a consumed hold funds
+    _bigint("seq"),  # of the event that decided it
+    sqlite_with_rowid=False,  # rows live in the key's b-tree: looked up by key only
+)
+
+HOLD_RECONCILIATION_ID = 1
+
+# The hold reconciler's progress, in the wallet's applied_at_ms: it never looks at
+# holds applied at or before `floor_ms` (made before this store recorded fates: the
+# upgrade to 0004 of a store with history), and its last full pass ended at
+# `watermark_ms`. Its one row is inserted by the migration 0004.
+hold_reconciliation = Table(
+    "hold_reconciliation",
+    metadata,
+    Column("id", SmallInteger, primary_key=True, autoincrement=False),
+    _bigint("floor_ms"),
+    _bigint("watermark_ms"),
+    CheckConstraint(f"id = {HOLD_RECONCILIATION_ID}", name="single_row"),
+)

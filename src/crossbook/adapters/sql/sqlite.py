@@ -55,6 +55,7 @@ from crossbook.adapters.sql.candle_rows import CANDLE_COLUMNS, CANDLE_KEY, Candl
 from crossbook.adapters.sql.errors import StoreConflictError, StoreError, is_unavailable
 from crossbook.adapters.sql.rows import (
     EVENT_COLUMNS,
+    HOLD_COLUMNS,
     LEDGER_COLUMNS,
     MARKET_COLUMNS,
     ORDER_COLUMNS,
@@ -90,6 +91,8 @@ TRADES_INSERT = insert_sql("trades", TRADE_COLUMNS)
 LEDGER_INSERT = insert_sql("ledger_entries", LEDGER_COLUMNS)
 SETTLEMENTS_INSERT = insert_sql("settlements", SETTLEMENT_COLUMNS)
 SETTLEMENT_LEGS_INSERT = insert_sql("settlement_legs", SETTLEMENT_LEG_COLUMNS)
+# a key decided twice (a hold voided again) keeps its first fate
+HOLDS_INSERT = f"{insert_sql('holds', HOLD_COLUMNS)} ON CONFLICT (hold_key) DO NOTHING"
 ORDERS_UPSERT = upsert_sql("orders", ORDER_COLUMNS, ("order_id",))
 BALANCES_UPSERT = upsert_sql(
     "balances", ("user_id", "asset", "available", "locked"), ("user_id", "asset")
@@ -234,6 +237,8 @@ class SqliteWriter:
         if rows.settlements:
             conn.executemany(SETTLEMENTS_INSERT, rows.settlements)
             conn.executemany(SETTLEMENT_LEGS_INSERT, rows.settlement_legs)
+        if rows.holds:
+            conn.executemany(HOLDS_INSERT, rows.holds)
 
     def write_projections(self, rows: BatchRows) -> None:
         conn = self.connection

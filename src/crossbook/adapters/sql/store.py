@@ -20,7 +20,8 @@ database are objects of their own, sharing its read connections
 (`connections.SqlConnections`): `store.reads` (`SqlReads`, the API's
 `ReadStore`: orders, trades, balances, candles, `ping`), `store.users`
 (`SqlUsers`, the `UserStore`: the one write outside the engine's batches) and
-`store.settlements` (`SqlSettlements`, the settlement outbox).
+`store.settlements` (`SqlSettlements`, the settlement outbox), `store.holds`
+(`SqlHoldFates`, the hold fates and the hold reconciler's progress).
 
 Outages and stalls (bounded waits, one exception):
 - every read (`ping` included) ends within `read_timeout_ms`, abandoned past it;
@@ -82,6 +83,7 @@ from crossbook.adapters.sql.connections import (
     translated,
 )
 from crossbook.adapters.sql.errors import StoreConflictError, StoreError
+from crossbook.adapters.sql.hold_store import SqlHoldFates
 from crossbook.adapters.sql.migrate import upgrade
 from crossbook.adapters.sql.postgres import PostgresWriter
 from crossbook.adapters.sql.reads import SqlReads
@@ -133,6 +135,7 @@ class SqlStore:
         self.reads = SqlReads(self._connections)
         self.users = SqlUsers(self._connections)
         self.settlements = SqlSettlements(self._connections)
+        self.holds = SqlHoldFates(self._connections)
         self._open_writer = open_writer
         self._commit_deadline_s = commit_deadline_ms / 1000
         self._writer: _Writer | None = None
