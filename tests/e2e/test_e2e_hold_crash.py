@@ -66,7 +66,7 @@ CLIENTS = 6
 KILLS = 6
 ORPHAN_ROUNDS = frozenset({1, 3, KILLS - 1})  # the last one too: the last process voids one
 KILL_DELAY_S = (0.2, 1.5)  # a kill comes this long after an order was accepted (the workload)
-GRACE_MS = 1_500  # CROSSBOOK_HOLD_ORPHAN_GRACE_MS
+GRACE_MS = 3_500  # CROSSBOOK_HOLD_ORPHAN_GRACE_MS (> wallet timeout + commit deadline + wait)
 INTERVAL_MS = 300  # CROSSBOOK_HOLD_RECONCILE_INTERVAL_MS
 RECONCILER_ENV = {
     "CROSSBOOK_HOLD_ORPHAN_GRACE_MS": str(GRACE_MS),

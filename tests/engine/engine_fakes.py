@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from crossbook.domain import (
@@ -22,8 +22,8 @@ from crossbook.domain import (
     PlaceOrder,
     Side,
 )
-from crossbook.engine.batch import CommitBatch
-from crossbook.engine.ports import StoreUnavailableError
+from crossbook.engine.batch import CommitBatch, HoldFate
+from crossbook.engine.ports import MAX_HOLD_LOOKUP_KEYS, ReconcileProgress, StoreUnavailableError
 
 OPEN = {OrderStatus.OPEN.value, OrderStatus.PARTIALLY_FILLED.value}
 
@@ -51,6 +51,7 @@ class MemoryStore:
         self.orders: dict[int, dict[str, Any]] = {}
         self.trades: list[Any] = []
         self.events: list[Event] = []
+        self.holds: dict[str, HoldFate] = {}  # remote-wallet mode: the first fate of each key
         self.counters: dict[str, int] | None = None
         self.commits = 0
         self.fail_next_commits = 0  # raise, outcome unknown to the engine (nothing written)
@@ -99,6 +100,8 @@ class MemoryStore:
             self.orders[record["order_id"]] = dict(record)
         self.trades.extend(batch.trades)
         self.events.extend(batch.events)
+        for fate in batch.holds:
+            self.holds.setdefault(fate.hold_key, fate)
         self.counters = dict(batch.counters)
         self.commits += 1
         if self.lose_next_replies:
@@ -108,6 +111,27 @@ class MemoryStore:
     @property
     def committed_seq(self) -> int:
         return self.events[-1].seq if self.events else 0
+
+
+class MemoryHoldFates:
+    """The `HoldFates` port over a `MemoryStore`'s committed hold fates."""
+
+    def __init__(self, store: MemoryStore, floor_ms: int = 0) -> None:
+        self.store = store
+        self.floor_ms = floor_ms
+        self.watermark_ms = floor_ms
+        self.lookups: list[int] = []  # keys asked per call
+
+    async def decided(self, keys: Collection[str]) -> set[str]:
+        assert len(keys) <= MAX_HOLD_LOOKUP_KEYS
+        self.lookups.append(len(keys))
+        return {key for key in keys if key in self.store.holds}
+
+    async def progress(self) -> ReconcileProgress:
+        return ReconcileProgress(self.floor_ms, self.watermark_ms)
+
+    async def save_watermark(self, watermark_ms: int) -> None:
+        self.watermark_ms = watermark_ms
 
 
 class RecordingPublisher:

@@ -7,7 +7,9 @@ the store then holds it (so a gateway answering from it shows what a read
 would), each outcome is reported once under its action, and in remote-wallet
 mode every hold that funds nothing is voided: through the engine when the hold's
 outcome is unknown, directly in the background when the engine cannot take a
-command.
+command; and a hold stays in flight (so the hold reconciler leaves it alone)
+until its command's fate is durable, or, if that outcome is unknown, for
+`undecided_hold_ms`, without being voided (the command may have consumed it).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ MARKET = [
 ]
 SELLER, BUYER = 1, 2
 FUNDS = ((SELLER, "BTC", 10 * 10**8), (BUYER, "USDT", 1_000_000 * 10**8))
+UNDECIDED_HOLD_MS = 50
 FAST_VOIDS = RetryPolicy(max_attempts=3, initial_backoff_ms=1, max_backoff_ms=2)
 C = TypeVar("C")
 
@@ -217,6 +220,7 @@ def _wallet_funding(rig: Rig) -> WalletFunding:
         max_levels=50,
         market_buy_margin_bps=500,
         void_policy=FAST_VOIDS,
+        undecided_hold_ms=UNDECIDED_HOLD_MS,
         rng=random.Random(7),
     )
     return rig.funding
@@ -502,6 +506,65 @@ def test_a_hold_the_engine_refuses_is_voided_by_the_engine_itself() -> None:
         voided = [e.hold_key for e in rig.store.events if isinstance(e, HoldVoided)]
         assert voided == [refused_hold.key]
         assert rig.funding is not None and rig.funding.background_voids == 0
+
+    run(scenario, wallet_funded=True)
+
+
+def test_a_hold_is_in_flight_from_before_the_wallet_call_until_its_command_commits() -> None:
+    async def scenario(rig: Rig) -> None:
+        assert rig.wallet is not None and rig.funding is not None
+        in_flight = rig.funding.holds_in_flight
+        seen: list[bool] = []
+
+        def watch(command: Command) -> None:
+            if isinstance(command, PlaceOrder) and command.hold is not None:
+                seen.append(command.hold.key in in_flight)
+
+        rig.gate.refuse = watch
+        outcome = await rig.place(limit(BUYER, Side.BUY, PRICE, LOTS))
+        (placed,) = rig.submitted(PlaceOrder)
+        assert placed.hold is not None and seen == [True]
+        assert placed.hold.key not in in_flight  # committed: the store knows its fate
+        assert outcome.order.status.value == "open"
+        with pytest.raises(DomainError):  # refused, and voided in the same commit
+            await rig.place(limit(BUYER, Side.BUY, PRICE, 10**9))
+        refused = rig.submitted(PlaceOrder)[-1].hold
+        assert refused is not None and refused.key not in in_flight
+
+    run(scenario, wallet_funded=True)
+
+
+def test_a_command_of_unknown_outcome_keeps_its_hold_in_flight_then_leaves_it() -> None:
+    """It may have committed and consumed the hold: nothing voids it here; after
+    `undecided_hold_ms` the key leaves the in-flight set, and the store decides."""
+
+    async def scenario(rig: Rig) -> None:
+        assert rig.wallet is not None and rig.funding is not None
+        in_flight = rig.funding.holds_in_flight
+        rig.gate.refuse = lambda c: (
+            EngineUnavailableError("stalled", committed=None) if isinstance(c, PlaceOrder) else None
+        )
+        with pytest.raises(EngineUnavailableError):
+            await rig.place(limit(BUYER, Side.BUY, PRICE, LOTS))
+        (placed,) = rig.submitted(PlaceOrder)
+        assert placed.hold is not None
+        assert placed.hold.key in in_flight
+        assert rig.funding.background_voids == 0 and not rig.submitted(VoidHold)
+        assert rig.wallet.outcomes(f"void:{placed.hold.key}") == []
+        assert rig.wallet.balance(BUYER, "USDT")[1] == placed.hold.amount_units  # still held
+        async with asyncio.timeout(5):
+            while placed.hold.key in in_flight:
+                await asyncio.sleep(0.005)
+
+    run(scenario, wallet_funded=True)
+
+
+def test_a_command_the_engine_did_not_take_keeps_its_hold_in_flight_until_voided() -> None:
+    async def scenario(rig: Rig) -> None:
+        assert rig.wallet is not None and rig.funding is not None
+        hold = await rig.place_held_and_refused(lambda: EngineOverloadedError("full"))
+        assert rig.wallet.outcomes(f"void:{hold.key}") == ["applied"]
+        assert hold.key not in rig.funding.holds_in_flight
 
     run(scenario, wallet_funded=True)
 

@@ -29,7 +29,7 @@ def test_migrations_create_exactly_the_metadata(fresh_database_url: str) -> None
     url = fresh_database_url
     assert current_revision(url) is None
     upgrade(url)
-    assert current_revision(url) == "0003"
+    assert current_revision(url) == "0004"
     assert run_with_connection(url, schema_diff) == []
     assert run_with_connection(url, table_names) == {*metadata.tables, "alembic_version"}
     upgrade(url)  # idempotent
