@@ -273,9 +273,12 @@ class WalletFunding:
         try:
             await self._engine.submit(void)
         except (EngineOverloadedError, EngineUnavailableError):
-            self.void_in_background(void)
-            return
-        self._in_flight.discard(void.hold.key)
+            self.void_in_background(void)  # keeps the key in flight until it ends
+        except BaseException:
+            self._in_flight.discard(void.hold.key)  # refused: the reconciler decides
+            raise
+        else:
+            self._in_flight.discard(void.hold.key)  # committed: the store knows its fate
 
     def void_in_background(self, void: VoidHold) -> None:
         """Void a hold the engine could not take, directly at the wallet (bounded); its key
