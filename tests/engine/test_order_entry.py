@@ -27,6 +27,7 @@ from settlement_fakes import FakeWallet, FaultKind
 from crossbook.domain import (
     AmendOrder,
     CancelOrder,
+    CloseReason,
     Command,
     CreateAsset,
     CreateMarket,
@@ -38,12 +39,14 @@ from crossbook.domain import (
     Hold,
     HoldVoided,
     MarketSpec,
+    OrderStatus,
     OrderType,
     PlaceOrder,
     Side,
     StpMode,
     VoidHold,
 )
+from crossbook.domain.funding import market_buy_cost
 from crossbook.engine.breaker import CircuitBreaker
 from crossbook.engine.engine import Engine, EngineOverloadedError, EngineUnavailableError
 from crossbook.engine.guarded_wallet import GuardedWallet
@@ -601,5 +604,66 @@ def test_a_market_buy_by_quantity_is_held_at_the_committed_book_plus_margin() ->
         )
         await rig.place(no_stp)
         assert rig.own_asks_reads == 1
+
+    run(scenario, wallet_funded=True)
+
+
+def test_a_market_buy_stp_stops_at_no_cost_goes_without_a_hold_or_a_wallet_call() -> None:
+    """A cancel_taker market buy whose walk meets only the buyer's own ask costs nothing:
+    it reaches the engine with no hold, even while the wallet is down (no call is made),
+    and self-trade prevention cancels it, trading nothing and locking nothing."""
+
+    async def scenario(rig: Rig) -> None:
+        assert rig.wallet is not None
+        own = await rig.place(limit(SELLER, Side.SELL, PRICE, LOTS))
+        rig.books.asks = (Level(PRICE, LOTS),)
+        rig.own_asks = {PRICE: LOTS}
+        rig.wallet.fail(FaultKind.DOWN, "hold:", times=None)
+        calls = len(rig.wallet.calls)
+        market = PlaceOrder(
+            SELLER,
+            SYMBOL,
+            Side.BUY,
+            OrderType.MARKET,
+            quantity_lots=LOTS // 2,
+            stp_mode=StpMode.CANCEL_TAKER,
+        )
+        bought = await rig.place(market)
+        assert rig.submitted(PlaceOrder)[-1].hold is None
+        assert len(rig.wallet.calls) == calls
+        assert bought.order.status is OrderStatus.CANCELLED
+        assert bought.order.close_reason is CloseReason.SELF_TRADE_PREVENTION
+        assert bought.trades == []
+        assert bought.order == rig.stored_view(bought.order.order_id)
+        assert rig.stored_view(own.order.order_id).status is OrderStatus.OPEN
+        assert rig.engine.exchange.ledger.locked(SELLER, "USDT") == 0
+        assert rig.outcomes[-1] == ("place", "ok")
+
+    run(scenario, wallet_funded=True)
+
+
+def test_a_market_buy_stp_stops_at_its_own_ask_is_held_for_the_other_asks_at_its_price() -> None:
+    """The known limit of `domain.funding`: the committed levels do not say where the own
+    ask sits in its level's queue, so the other lots there are held as if ahead of it. A
+    buyer who cannot cover them is refused, though the engine might cancel it at no cost."""
+
+    async def scenario(rig: Rig) -> None:
+        await rig.place(limit(SELLER, Side.SELL, PRICE, LOTS))
+        rig.books.asks = (Level(PRICE, 2 * LOTS),)  # another user's LOTS rest there too
+        rig.own_asks = {PRICE: LOTS}
+        market = PlaceOrder(
+            SELLER,
+            SYMBOL,
+            Side.BUY,
+            OrderType.MARKET,
+            quantity_lots=LOTS // 2,
+            stp_mode=StpMode.CANCEL_TAKER,
+        )
+        with pytest.raises(DomainError) as refused:
+            await rig.place(market)
+        assert refused.value.code is ErrorCode.INSUFFICIENT_BALANCE
+        bound = market_buy_cost(rig.spec, LOTS // 2, [(PRICE, LOTS)])
+        assert refused.value.details["required"] == bound + -(-bound * 500 // 10_000)
+        assert [c.side for c in rig.submitted(PlaceOrder)] == [Side.SELL]
 
     run(scenario, wallet_funded=True)

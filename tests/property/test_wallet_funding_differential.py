@@ -32,6 +32,17 @@ A market buy by quantity is held as the gateway holds it: the ask levels walked
 with the buyer's own resting asks taken into account under self-trade
 prevention (`place_hold_units(..., own_asks=...)`).
 
+One divergence is `domain.funding`'s known limit, and only it is allowed: a
+`cancel_taker` or `cancel_both` market buy by quantity whose walk meets the
+buyer's own ask at a level other users' asks share is held as if all of those
+were ahead of it. When the wallet cannot hold that bound yet the EMBEDDED
+exchange accepts the order, the EMBEDDED exchange must have stopped it there by
+self-trade prevention, at a cost within what the wallet has and no less than the
+levels before; the WALLET exchange, given everything the wallet has (on a
+copy), must accept it with the same orders and trades. The WALLET exchange
+never sees it (the wallet refused: INSUFFICIENT_BALANCE), and the EMBEDDED
+exchange is restored to its state before the command, so the two stay equal.
+
 Grids as in `test_exchange_stateful`: one quote minor unit per tick × lot,
 prices around 100 ticks, 1-20 lots, so fees round up on nearly every fill and
 balances run out often.
@@ -42,13 +53,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from crossbook.domain import (
     FEE_ACCOUNT_ID,
     AmendOrder,
     CancelOrder,
+    CloseReason,
     Command,
     CreateAsset,
     CreateMarket,
@@ -73,9 +85,10 @@ from crossbook.domain import (
     VoidHold,
 )
 from crossbook.domain.fees import reserve_asset
-from crossbook.domain.funding import amend_hold_units, place_hold_units
+from crossbook.domain.funding import amend_hold_units, market_buy_cost, place_hold_units
 from crossbook.domain.invariants import check_all
 from crossbook.domain.orders import order_record
+from crossbook.domain.snapshot import restore
 from crossbook.wallet_service.ledger import WalletLedger
 
 BTC = "BTC/USDT"
@@ -358,6 +371,37 @@ class Pair:
             return command.user_id, reserve_asset(spec, order.side), units
         return 0, "USDT", 0
 
+    def queue_bounds(self, command: Command) -> tuple[int, int] | None:
+        """(floor, ceiling) of a market buy's cost when its hold is only an upper bound
+        (`domain.funding`'s known limit: self-trade prevention stops it at the buyer's
+        own ask in a level other users' asks share): the cost if none of those asks is
+        ahead of the own one, and if all are (the hold). None when the hold is exact."""
+        if not (
+            isinstance(command, PlaceOrder)
+            and command.side is Side.BUY
+            and command.order_type is OrderType.MARKET
+            and command.quantity_lots > 0
+            and not command.quote_budget_units
+            and command.stp_mode in (StpMode.CANCEL_TAKER, StpMode.CANCEL_BOTH)
+        ):
+            return None
+        ex = self.remote
+        market = ex.market(command.symbol)
+        spec, lots = market.spec, command.quantity_lots
+        walked: list[tuple[int, int]] = []
+        for level in market.book.asks.levels_best_first():
+            if sum(taken for _, taken in walked) >= lots:
+                return None
+            others = sum(o.remaining_lots for o in level.orders() if o.user_id != command.user_id)
+            if others == level.total_lots:
+                walked.append((level.price_ticks, others))
+                continue
+            if not others:
+                return None
+            floor = market_buy_cost(spec, lots, walked)
+            return floor, market_buy_cost(spec, lots, [*walked, (level.price_ticks, others)])
+        return None
+
     def make_hold(self, user: int, asset: str, units: int) -> Hold:
         self.wallet.reserve(user, asset, units)
         self.holds += 1
@@ -377,7 +421,13 @@ class Pair:
 
     def wallet_cannot_hold(self, command: Command, user: int, asset: str, units: int) -> None:
         have = self.wallet.available(user, asset)
+        bounds = self.queue_bounds(command)
+        before = None if bounds is None else self.embedded.state()
         embedded_error = self.refusal(self.embedded, command)
+        if embedded_error is None and bounds is not None:
+            assert isinstance(command, PlaceOrder) and before is not None
+            self.held_above_its_cost(command, asset, units, have, bounds, before)
+            return
         assert embedded_error is not None, (
             f"the wallet cannot hold {units} {asset} (has {have}) for {command}, "
             f"yet the embedded exchange accepts it\n" + "\n".join(self.log)
@@ -389,6 +439,49 @@ class Pair:
         assert remote_error == embedded_error, (command, remote_error, embedded_error)
         if partial is not None:
             self.void(user, partial)
+
+    def held_above_its_cost(
+        self,
+        command: PlaceOrder,
+        asset: str,
+        units: int,
+        have: int,
+        bounds: tuple[int, int],
+        before: dict[str, Any],
+    ) -> None:
+        """The known limit (see the module docstring), and nothing wider: the EMBEDDED
+        exchange accepted what the wallet could not hold."""
+        events = self.embedded_events
+        accepted = next(e for e in events if isinstance(e, OrderAccepted))
+        cost = accepted.reserved_units  # the exact cost of its walk (all of it, but FOK)
+        closed = [
+            e for e in events if isinstance(e, OrderUpdated) and e.order_id == accepted.order_id
+        ]
+        floor, ceiling = bounds
+        context = (
+            f"{command}: held {units}, costs {cost} (floor {floor}, ceiling {ceiling}), "
+            f"wallet has {have}\n" + "\n".join(self.log)
+        )
+        assert units == ceiling, context  # the bound, not more
+        # stopped by self-trade prevention (a FOK order: expired unfilled for it)
+        reason = closed[-1].reason if closed else None
+        if command.time_in_force is TimeInForce.FOK:
+            assert reason is CloseReason.UNFILLED_FOK, context
+            assert not any(isinstance(e, TradeExecuted) for e in events), context
+        else:
+            assert reason is CloseReason.SELF_TRADE_PREVENTION, context
+        assert floor <= cost <= have, context
+        # only the hold differs: the WALLET exchange, given all the wallet has, agrees
+        probe = restore(self.remote.state(), funding=Funding.WALLET)
+        hold = Hold("probe", asset, have) if have else None
+        probe_events = probe.execute(with_hold(command, hold))
+        assert [market_view(e) for e in probe_events if is_market_event(e)] == [
+            market_view(e) for e in events if is_market_event(e)
+        ], context
+        # the WALLET exchange never saw the command: undo it on the EMBEDDED one
+        self.embedded = restore(before)
+        assert snapshot(self.embedded) == self.snapshots[Funding.EMBEDDED]
+        self.log.append("  (refused by the wallet: held above its cost; undone on embedded)")
 
     def both(self, command: Command, hold: Hold | None) -> None:
         embedded_error = self.refusal(self.embedded, command)
@@ -655,8 +748,48 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     return symbol_count, funds, seeds + draw(st.lists(ops, min_size=20, max_size=80))
 
 
+def _ask(user: int, price: int, quantity: int) -> Limit:
+    return Limit(user, 0, Side.SELL, price, quantity, TimeInForce.GTC, False, StpMode.NONE, None, 0)
+
+
+def _market_buy(quantity: int, stp: StpMode, tif: TimeInForce = TimeInForce.IOC) -> Op:
+    return MarketByQuantity(1, 0, Side.BUY, quantity, tif, stp)
+
+
+def _queue_limit_example(usdt: int) -> Scenario:
+    """User 2's ask at 95; at 96 one lot of user 2's, user 1's own ask, then 5 lots of
+    user 3's; 5 more of user 3's at 97. User 1, with `usdt`, market-buys 10 lots: under
+    cancel_maker exactly at 95 + 6 × 96 + 3 × 97 + fee (963); under cancel_taker and
+    cancel_both (IOC or FOK) held for 95 + 6 × 96 + fee (672), which cost 95 + 96 + fee
+    (192); then buys at 96 (the exchanges still agree)."""
+    funds = {(1, "USDT"): usdt, (1, "BTC"): 10 * LOT_UNITS["BTC"]}
+    funds |= {(user, "BTC"): 100 * LOT_UNITS["BTC"] for user in (2, 3)}
+    book = [_ask(2, 95, 1), _ask(2, 96, 1), _ask(1, 96, 1), _ask(3, 96, 5), _ask(3, 97, 5)]
+    buys = [
+        _market_buy(10, StpMode.CANCEL_MAKER),
+        _market_buy(10, StpMode.CANCEL_TAKER),
+        _market_buy(10, StpMode.CANCEL_TAKER, TimeInForce.FOK),
+        _market_buy(10, StpMode.CANCEL_BOTH),
+    ]
+    then = Limit(1, 0, Side.BUY, 96, 1, TimeInForce.GTC, False, StpMode.CANCEL_TAKER, None, 0)
+    return 1, funds, [*book, *buys, then]
+
+
+# user 1, without USDT, market-buys 1 lot with its own ask first at 95, user 2's next:
+# held for user 2's lot (96), it costs nothing (STP cancels it at once)
+_OWN_ASK_FIRST: Scenario = (
+    1,
+    {(1, "BTC"): 10 * LOT_UNITS["BTC"], (2, "BTC"): 10 * LOT_UNITS["BTC"]},
+    [_ask(1, 95, 1), _ask(2, 95, 1), _market_buy(1, StpMode.CANCEL_TAKER)],
+)
+
+
 @settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(scenario=scenarios())
+@example(scenario=_OWN_ASK_FIRST)
+@example(scenario=_queue_limit_example(300))  # covers the STP cost, not its hold
+@example(scenario=_queue_limit_example(150))  # covers neither: refused by both
+@example(scenario=_queue_limit_example(60_000))  # covers every hold
 def test_wallet_funded_exchange_matches_the_embedded_one(scenario: Scenario) -> None:
     symbol_count, funds, stream = scenario
     pair = Pair(symbol_count, funds)

@@ -908,3 +908,69 @@ def test_market_buy_cost_covers_a_cancel_maker_buy_over_the_buyers_own_asks() ->
     assert cost == reserved
     events = desk.run(command)
     assert sum(t.quantity_lots for t in of_type(events, TradeExecuted)) == 10
+
+
+# -- self-trade prevention that stops a market buy at the buyer's own ask ------------------
+
+
+def test_a_market_buy_stopped_at_its_own_ask_is_held_for_the_other_lots_of_that_level() -> None:
+    """cancel_taker and cancel_both end the walk at the first level holding an own ask,
+    taking at most its other lots there (where the own ask sits in the queue is not
+    known): an upper bound; exact (0 there) when the level holds only own asks."""
+    spec = new_exchange(Funding.WALLET).market(BTC).spec
+    asks = [(10_000, 3), (10_100, 5), (10_200, 4)]
+
+    def hold(stp: StpMode, own: dict[int, int], lots: int = 10) -> int:
+        return place_hold_units(
+            spec,
+            Side.BUY,
+            quantity_lots=lots,
+            price_ticks=0,
+            quote_budget_units=0,
+            asks=asks,
+            stp_mode=stp,
+            own_asks=own,
+        )
+
+    for stp in (StpMode.CANCEL_TAKER, StpMode.CANCEL_BOTH):
+        assert hold(stp, {10_100: 2}) == 30_000 + 30_300 + 61  # 3 other lots at 10,100
+        assert hold(stp, {10_000: 3}) == 0  # only own asks first: stopped at no cost
+        assert hold(stp, {10_100: 2}, lots=2) == 20_000 + 20  # runs out before the own ask
+    assert hold(StpMode.CANCEL_MAKER, {10_100: 2}) == 30_000 + 30_300 + 40_800 + 102
+    assert hold(StpMode.NONE, {10_100: 2}) == 30_000 + 50_500 + 20_400 + 101
+
+
+def test_a_market_buy_stp_cancels_at_no_cost_is_accepted_without_a_hold() -> None:
+    """Held at 0 (the buyer's own ask is all the first level holds), the order reaches the
+    exchange with no hold; self-trade prevention cancels it: nothing traded or locked."""
+    desk = WalletDesk()
+    desk.limit(1, Side.SELL, 4, 10_000)
+    desk.limit(2, Side.SELL, 4, 10_100)
+    assert (
+        place_hold_units(
+            desk.spec,
+            Side.BUY,
+            quantity_lots=6,
+            price_ticks=0,
+            quote_budget_units=0,
+            asks=desk.asks(),
+            stp_mode=StpMode.CANCEL_TAKER,
+            own_asks={10_000: 4},
+        )
+        == 0
+    )
+    wallet_before = desk.wallet_balance(1, "USDT")
+    events = desk.run(
+        PlaceOrder(
+            1, BTC, Side.BUY, OrderType.MARKET, quantity_lots=6, stp_mode=StpMode.CANCEL_TAKER
+        )
+    )
+    assert not of_type(events, TradeExecuted)
+    [closed] = of_type(events, OrderUpdated)
+    assert (closed.status, closed.reason) == (
+        OrderStatus.CANCELLED,
+        CloseReason.SELF_TRADE_PREVENTION,
+    )
+    assert desk.ex_balance(1, "USDT") == (0, 0)
+    assert desk.wallet_balance(1, "USDT") == wallet_before
+    assert desk.asks() == [(10_000, 4), (10_100, 4)]  # cancel_taker keeps the own ask

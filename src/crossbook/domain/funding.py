@@ -13,16 +13,29 @@ the exchange reserves with (`fees.reservation_units`), so the two cannot disagre
   prevention: `cancel_maker` skips them and walks deeper, so they are taken out
   of the levels; `cancel_taker` and `cancel_both` stop the order at the first of
   them, so the walk ends at that level, taking at most its other lots (an upper
-  bound: where the own order sits in the level's queue is not known here).
+  bound: see the known limits).
 
 An amend needs a hold only for what its new reservation may exceed the current
 one: the reservation with no fee accrued or paid bounds the exact reservation of
 an order that has already paid fees (a ceiling of a sum never exceeds the sum of
 the ceilings), so the bound is always enough.
 
-Known limit: a market buy by quantity is held at the cost of the book the
-caller saw; if the book moved against it before the order reached the engine,
-the exchange refuses it (INSUFFICIENT_BALANCE) and the hold is voided.
+Known limits:
+- a market buy by quantity is held at the cost of the book the caller saw; if
+  the book moved against it before the order reached the engine, the exchange
+  refuses it (INSUFFICIENT_BALANCE) and the hold is voided. One whose walk
+  costs nothing (an empty book, or self-trade prevention stopping it before any
+  other user's ask) is held at 0: it goes with no hold at all, and is refused
+  the same way if the book moved;
+- the levels are aggregated and other users' orders are not visible to the
+  caller, so where the user's own ask sits in its level's queue is not known: a
+  `cancel_taker` or `cancel_both` market buy whose walk meets it is held as if
+  all the level's other lots (up to its quantity) were ahead of it. Exact when
+  the level holds only the user's asks, or the quantity runs out before it;
+  otherwise a user who cannot cover the bound is refused (INSUFFICIENT_BALANCE)
+  although the exchange, which knows the queue, may stop the order sooner,
+  perhaps at no cost. A market buy by quote amount (held at its budget), or
+  cancelling the own ask first, avoids it.
 """
 
 from __future__ import annotations
@@ -45,7 +58,8 @@ def place_hold_units(
     stp_mode: StpMode = StpMode.CANCEL_TAKER,
     own_asks: Mapping[int, int] | None = None,
 ) -> int:
-    """The worst-case reservation of a placement (0 if the order is malformed).
+    """The worst-case reservation of a placement (0: nothing to hold, the order is
+    malformed or a market buy's walk costs nothing).
 
     `own_asks`: price ticks -> lots of the user's own resting asks (market buys only).
     """

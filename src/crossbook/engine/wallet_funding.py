@@ -187,7 +187,8 @@ class WalletFunding:
         """`command` with a confirmed hold for its worst-case cost.
 
         The user's resting asks are read only for a market buy by quantity with
-        self-trade prevention (they change its walk).
+        self-trade prevention (they change its walk; where one sits in its level's
+        queue is not known, so the hold may be an upper bound: `domain.funding`).
         """
         asks: list[tuple[int, int]] = []
         own: dict[int, int] = {}
@@ -208,7 +209,11 @@ class WalletFunding:
             own_asks=own,
         )
         if units <= 0:
-            return command  # malformed: the engine refuses it with the right code
+            # nothing to hold, no wallet call: a malformed order (the engine refuses it
+            # with the right code), or a market buy whose walk costs nothing (no asks, or
+            # self-trade prevention stops it first); the engine plans that on its own
+            # book and refuses it (INSUFFICIENT_BALANCE) if it costs anything there
+            return command
         if asks:
             units += -(-units * self._margin_bps // 10_000)
         hold = await self._hold(command.user_id, reserve_asset(spec, command.side), units)
