@@ -13,6 +13,7 @@ Commands:
     crossbook withdraw …     debit a balance         } only writer of money and
     crossbook market …       create / halt / resume  } markets)
     crossbook settlement …   list / show / replay the remote-wallet dead-letter queue
+    crossbook holds …        list / void the remote-wallet holds nothing owns; status
     crossbook bench …        benchmarks (print figures; they assert nothing)
     crossbook loadtest       order entry over HTTP at a target rate (a benchmark too)
     crossbook wallet serve   run the external wallet service (a process and database of its own)
@@ -28,6 +29,7 @@ import typer
 from crossbook import __version__
 from crossbook.cli_admin import (
     deposit,
+    holds_app,
     market_app,
     settlement_app,
     token,
@@ -49,6 +51,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(user_app, name="user")
 app.add_typer(market_app, name="market")
 app.add_typer(settlement_app, name="settlement")
+app.add_typer(holds_app, name="holds")
 app.add_typer(wallet_app, name="wallet")
 app.command("deposit")(deposit)
 app.command("withdraw")(withdraw)

@@ -9,6 +9,7 @@ settings the server reads) and call the server at `--url`.
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -32,9 +33,20 @@ settlement_app = typer.Typer(
     help="Remote-wallet settlements and their dead-letter queue (through a running server).",
     no_args_is_help=True,
 )
+holds_app = typer.Typer(
+    help="Remote-wallet holds that nothing on the exchange owns (through a running server).",
+    no_args_is_help=True,
+)
 
 
 def _call(url: str | None, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """The `data` of a successful answer (a refusal exits 1, no server exits 2)."""
+    return _envelope(url, method, path, body)["data"]
+
+
+def _envelope(
+    url: str | None, method: str, path: str, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
     settings = load_settings()
     base = url or f"http://{settings.host}:{settings.port}"
     codec = TokenCodec(settings.jwt_secret_value, settings.jwt_ttl_s)
@@ -55,7 +67,8 @@ def _call(url: str | None, method: str, path: str, body: dict[str, Any] | None =
         refusal = payload.get("error", {})
         typer.echo(f"{refusal.get('code')}: {refusal.get('message')}", err=True)
         raise typer.Exit(1)
-    return payload["data"]
+    envelope: dict[str, Any] = payload
+    return envelope
 
 
 def _show(data: Any, as_json: bool, text: str) -> None:
@@ -233,3 +246,47 @@ def settlement_replay(
         return
     data = _call(url, "POST", f"/settlements/{settlement_id}/replay")
     _show(data, as_json, _settlement_line(data))
+
+
+def _hold_line(h: dict[str, Any]) -> str:
+    return (
+        f"{h['key']}\tuser {h['user_id']}\t{h['amount']} {h['asset']}"
+        f"\t{h['applied_at']}\tage {h['age_ms']} ms"
+    )
+
+
+@holds_app.command("orphaned")
+def holds_orphaned(url: UrlOption = None, as_json: JsonOption = False) -> None:
+    """List the wallet holds nothing owns (oldest first); nothing is voided."""
+    envelope = _envelope(url, "GET", "/holds/orphaned")
+    data, complete = envelope["data"], envelope["meta"]["complete"]
+    lines = [_hold_line(h) for h in data] or ["(none)"]
+    if not complete:
+        lines.append("(incomplete: the scan stopped at its bound; more may follow)")
+    _show({"holds": data, "complete": complete}, as_json, "\n".join(lines))
+
+
+@holds_app.command("void")
+def holds_void(
+    key: Annotated[str, typer.Argument(help="The hold's key, as listed (hold:<hex>).")],
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Void one orphaned hold: the wallet then releases its funds."""
+    data = _call(url, "POST", f"/holds/{quote(key, safe='')}/void")
+    _show(data, as_json, f"voided {_hold_line(data)}")
+
+
+@holds_app.command("void-orphaned")
+def holds_void_orphaned(url: UrlOption = None, as_json: JsonOption = False) -> None:
+    """Run a reconciliation pass that voids every orphaned hold."""
+    data = _call(url, "POST", "/holds/void-orphaned")
+    more = "" if data["complete"] else " (incomplete: run it again)"
+    _show(data, as_json, f"found {data['found']}, voided {data['voided']}{more}")
+
+
+@holds_app.command("status")
+def holds_status(url: UrlOption = None, as_json: JsonOption = False) -> None:
+    """The hold reconciler's figures since the server started."""
+    data = _call(url, "GET", "/holds/reconciliation")
+    _show(data, as_json, "\n".join(f"{name}\t{value}" for name, value in data.items()))

@@ -14,6 +14,7 @@ from crossbook.domain import DomainError, ErrorCode
 from crossbook.engine.engine import EngineOverloadedError, EngineUnavailableError
 from crossbook.engine.funds import InvalidIdempotencyKeyError, TransferRefusedError
 from crossbook.engine.order_entry import WalletOutageError
+from crossbook.engine.ports import WalletRejectedError, WalletUnavailableError
 
 
 def test_every_domain_code_is_mapped_to_a_4xx() -> None:
@@ -50,6 +51,8 @@ def test_engine_layer_refusals_have_one_code_each_on_the_wire_and_in_metrics() -
         (TransferRefusedError("IDEMPOTENCY_KEY_REUSED", "m", {}), "IDEMPOTENCY_KEY_REUSED", 409),
         (TransferRefusedError("BALANCE_LIMIT", "too much", {"limit": "9"}), "INVALID_REQUEST", 400),
         (InvalidIdempotencyKeyError("no spaces"), ApiCode.INVALID_REQUEST, 400),
+        (WalletUnavailableError("timed out"), ApiCode.WALLET_UNAVAILABLE, 503),
+        (WalletRejectedError("UNAUTHORIZED", "bad token"), ApiCode.WALLET_UNAVAILABLE, 503),
     ]
     assert {type(error) for error, _, _ in cases} == set(ENGINE_REFUSALS)
     for error, code, status in cases:

@@ -4,7 +4,7 @@
 handlers that turn every refusal into the seed's error envelope. No handler
 returns a 5xx for bad input: a `DomainError` or `ApiError` maps to its 4xx, an
 engine-layer refusal (engine overloaded or unavailable, wallet outage, refused
-transfer) to its code through `errors.from_engine`, a
+transfer, a failed wallet call) to its code through `errors.from_engine`, a
 malformed body to 400 with the field's code, an unknown route to 404 and a known
 path with another method to 405 (`Allow` naming every method of that path); only
 an unexpected exception gives 500 INTERNAL_ERROR, which is a bug: the gateway
@@ -44,7 +44,7 @@ from crossbook.api.metrics import ApiMetrics
 from crossbook.api.middleware import GatewayMiddleware
 from crossbook.api.params import echo
 from crossbook.api.rate_limit import RateLimiter
-from crossbook.api.routes import account, admin, market, ops, orders, settlements
+from crossbook.api.routes import account, admin, holds, market, ops, orders, settlements
 from crossbook.api.ws import StreamHub
 from crossbook.api.ws import router as ws_router
 from crossbook.domain import DomainError
@@ -56,6 +56,7 @@ ROUTERS = (
     account.router,
     admin.router,
     settlements.router,
+    holds.router,
     ops.router,
     ws_router,
 )
@@ -168,7 +169,7 @@ def validation_error(problems: Any) -> ApiError:
         what = location[1]
         return ApiError(
             REFERENCE_CODES[location[0], what],
-            f"no such {what.removesuffix('_id')}",
+            f"no such {what.removesuffix('_id').removesuffix('_key')}",
             details={what: echo(first.get("input"))},
         )
     field = next((p for p in reversed(location) if p in FIELD_CODES), None)

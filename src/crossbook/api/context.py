@@ -9,7 +9,7 @@ orders through `orders` (the order-entry service), deposits and withdrawals
 through `funds`, plain admin commands (assets, markets, halts) through
 `commands`. So nothing a handler returns can show an uncommitted change (DESIGN
 rule 4), and no handler knows whether balances are embedded or in a wallet
-service; `settlements` exists only in remote-wallet mode.
+service; `settlements` and `holds` exist only in remote-wallet mode.
 """
 
 from __future__ import annotations

@@ -9,9 +9,11 @@ the server takes is in use), `NOT_READY` (503, only from `/ready`) and
 `INTERNAL_ERROR` (500, a bug).
 
 The engine layer's refusals (engine overloaded or unavailable, wallet outage,
-a refused transfer) become their API errors in `from_engine`, and the outcome
-of a submitted command is labelled for metrics by `outcome_code`, so a
-refusal has the same code on the wire and in `crossbook_orders`.
+a refused transfer, and a failed wallet call that an engine-layer service
+passes on as the port raised it, as the hold reconciler does) become their API
+errors in `from_engine`, and the outcome of a submitted command is labelled for
+metrics by `outcome_code`, so a refusal has the same code on the wire and in
+`crossbook_orders`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from crossbook.domain import DomainError, ErrorCode
 from crossbook.engine.engine import EngineOverloadedError, EngineUnavailableError
 from crossbook.engine.funds import InvalidIdempotencyKeyError, TransferRefusedError
 from crossbook.engine.order_entry import WalletOutageError
+from crossbook.engine.ports import WalletRejectedError, WalletUnavailableError
 
 
 class ApiCode(enum.StrEnum):
@@ -43,6 +46,7 @@ class ApiCode(enum.StrEnum):
     STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
     SETTLEMENT_NOT_FOUND = "SETTLEMENT_NOT_FOUND"
     SETTLEMENT_NOT_FAILED = "SETTLEMENT_NOT_FAILED"
+    HOLD_NOT_FOUND = "HOLD_NOT_FOUND"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
     NOT_READY = "NOT_READY"
     INTERNAL_ERROR = "INTERNAL_ERROR"
@@ -65,6 +69,7 @@ API_STATUS: Mapping[ApiCode, int] = {
     ApiCode.STORE_UNAVAILABLE: 503,
     ApiCode.SETTLEMENT_NOT_FOUND: 404,
     ApiCode.SETTLEMENT_NOT_FAILED: 409,
+    ApiCode.HOLD_NOT_FOUND: 404,
     ApiCode.IDEMPOTENCY_KEY_REUSED: 409,
     ApiCode.NOT_READY: 503,
     ApiCode.INTERNAL_ERROR: 500,
@@ -134,6 +139,7 @@ REFERENCE_CODES: Mapping[tuple[str, str], str] = {
     ("path", "symbol"): ErrorCode.MARKET_NOT_FOUND,
     ("path", "user_id"): ApiCode.USER_NOT_FOUND,
     ("path", "settlement_id"): ApiCode.SETTLEMENT_NOT_FOUND,
+    ("path", "hold_key"): ApiCode.HOLD_NOT_FOUND,
     ("body", "user_id"): ApiCode.USER_NOT_FOUND,
 }
 
@@ -176,6 +182,8 @@ EngineRefusal = (
     | WalletOutageError
     | TransferRefusedError
     | InvalidIdempotencyKeyError
+    | WalletUnavailableError
+    | WalletRejectedError
 )
 ENGINE_REFUSALS: tuple[type[Exception], ...] = typing.get_args(EngineRefusal)  # one handler each
 
@@ -193,6 +201,13 @@ def from_engine(error: EngineRefusal) -> ApiError:
             ApiCode.WALLET_UNAVAILABLE,
             f"wallet service unavailable ({error.reason}); nothing was accepted, retry"
             " (a transfer: with the same Idempotency-Key)",
+            headers={"Retry-After": "1"},
+        )
+    if isinstance(error, WalletUnavailableError | WalletRejectedError):
+        reason = error.code if isinstance(error, WalletRejectedError) else str(error)
+        return ApiError(
+            ApiCode.WALLET_UNAVAILABLE,
+            f"wallet service unavailable ({reason}); nothing was done, retry",
             headers={"Retry-After": "1"},
         )
     if isinstance(error, InvalidIdempotencyKeyError):

@@ -392,6 +392,45 @@ class ReplayOut(_Out):
     replayed: list[str]
 
 
+class OrphanedHoldOut(_Out):
+    key: str = Field(examples=["hold:9f1c2e4b7a6d4c0e8b3a5f7d9e1c2b4a"])
+    user_id: str
+    asset: str
+    amount: str = Field(description="held, in the asset's decimals")
+    applied_at: str = Field(description="when the wallet applied the hold (its clock)")
+    age_ms: int = Field(description="how long ago, by the exchange's clock, when listed")
+
+
+class OrphanedHoldsMeta(Meta):
+    complete: bool = Field(
+        description="false: the scan stopped at its bound; more orphans may follow these"
+    )
+
+
+class OrphanedHoldsEnvelope(Envelope[list[OrphanedHoldOut]]):
+    meta: OrphanedHoldsMeta
+
+
+class VoidOrphanedOut(_Out):
+    found: int = Field(description="orphaned holds the pass found")
+    voided: int = Field(description="of those, voids the engine committed")
+    complete: bool = Field(description="false: the pass stopped at its bound; run it again")
+
+
+class ReconciliationOut(_Out):
+    passes: int = Field(description="passes done since start-up")
+    startup_pass_done: bool
+    holds_found: int = Field(description="orphans found by passes (one left unvoided counts again)")
+    holds_voided: int = Field(description="voids committed, by passes and operators")
+    void_failures: int = Field(description="voids the engine did not take")
+    orphaned: int = Field(description="orphans the last pass or listing left unvoided")
+    last_pass_at: str | None
+    last_pass_duration_ms: int | None
+    last_pass_complete: bool
+    grace_ms: int = Field(description="CROSSBOOK_HOLD_ORPHAN_GRACE_MS")
+    interval_ms: int = Field(description="CROSSBOOK_HOLD_RECONCILE_INTERVAL_MS")
+
+
 class HealthOut(_Out):
     status: str
     checks: dict[str, str] = {}

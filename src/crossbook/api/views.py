@@ -10,7 +10,7 @@ order, built from the store or from a command's committed events.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from crossbook.api.envelope import iso_ms
@@ -220,3 +220,10 @@ def balance_json(asset: Asset, b: StoredBalance) -> dict[str, Any]:
         "locked": asset.format_amount(b.locked),
         "total": asset.format_amount(b.available + b.locked),
     }
+
+
+def amount_json(assets: Mapping[str, Asset], asset: str, units: int) -> str:
+    """Units of `asset` as a decimal string on its grid; an asset the exchange does not
+    know (the wallet may hold one) as its integer minor units."""
+    known = assets.get(asset)
+    return str(units) if known is None else known.format_amount(units)

@@ -1,8 +1,10 @@
-"""What several routes share: authentication, rate limits, pages, documented errors."""
+"""What several routes share: authentication, rate limits, pages, documented errors,
+and the 404 of a remote-wallet-only route in embedded mode."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Mapping
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -15,6 +17,7 @@ from crossbook.api.schemas import ErrorEnvelope
 from crossbook.api.views import balance_json
 
 API_PREFIX = "/api/v1"
+T = TypeVar("T")
 
 # Dependencies are `async def`: FastAPI runs a plain `def` dependency in a thread pool,
 # which cost about a tenth of a request's server time (`crossbook loadtest --profile`).
@@ -36,9 +39,13 @@ _ERROR_TEXT = {
 }
 
 
-def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` for the given error statuses, all in the error envelope."""
-    return {s: {"model": ErrorEnvelope, "description": _ERROR_TEXT[s]} for s in statuses}
+def errors(
+    *statuses: int, text: Mapping[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the given error statuses, all in the error envelope; `text`
+    replaces the generic description of a status where a route's codes are its own."""
+    texts = {**_ERROR_TEXT, **(text or {})}
+    return {s: {"model": ErrorEnvelope, "description": texts[s]} for s in statuses}
 
 
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
@@ -55,6 +62,14 @@ async def admin(request: Request, _: Credentials) -> None:
 
 async def context(request: Request) -> ApiContext:
     return context_of(request)
+
+
+def remote_wallet_only(part: T | None, what: str) -> T:
+    """`part` of remote-wallet mode (settlements, the hold reconciler); None in embedded
+    mode, where its routes answer 404 NOT_FOUND as if they did not exist."""
+    if part is None:
+        raise ApiError(ApiCode.NOT_FOUND, f"{what} exist only in remote-wallet mode")
+    return part
 
 
 def rate_limited(ctx: ApiContext, user_id: int) -> None:

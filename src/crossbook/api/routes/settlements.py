@@ -24,8 +24,9 @@ from crossbook.api.params import (
     PageLimit,
     cursor_id,
 )
-from crossbook.api.routes.common import API_PREFIX, admin, context, errors
+from crossbook.api.routes.common import API_PREFIX, admin, context, errors, remote_wallet_only
 from crossbook.api.schemas import Envelope, ReplayOut, SettlementOut
+from crossbook.api.views import amount_json
 from crossbook.domain.units import INT64_MAX
 from crossbook.engine.settlement import (
     SettlementNotFailedError,
@@ -115,11 +116,6 @@ async def replay(request: Request, settlement_id: SettlementIdPath, ctx: Context
 
 def settlement_json(ctx: ApiContext, s: StoredSettlement) -> dict[str, Any]:
     assets = ctx.market_data.assets()
-
-    def amount(asset: str, units: int) -> str:
-        known = assets.get(asset)
-        return str(units) if known is None else known.format_amount(units)
-
     return {
         "id": str(s.settlement_id),
         "kind": str(s.kind),
@@ -137,7 +133,7 @@ def settlement_json(ctx: ApiContext, s: StoredSettlement) -> dict[str, Any]:
                 "op": str(leg.kind),
                 "user_id": str(leg.user_id),
                 "asset": leg.asset,
-                "amount": amount(leg.asset, leg.amount_units),
+                "amount": amount_json(assets, leg.asset, leg.amount_units),
                 "account": str(leg.account),
                 "target_key": leg.target_key,
                 "state": str(leg.state),
@@ -149,9 +145,7 @@ def settlement_json(ctx: ApiContext, s: StoredSettlement) -> dict[str, Any]:
 
 
 def _service(ctx: ApiContext) -> SettlementService:
-    if ctx.settlements is None:
-        raise ApiError(ApiCode.NOT_FOUND, "settlements exist only in remote-wallet mode")
-    return ctx.settlements
+    return remote_wallet_only(ctx.settlements, "settlements")
 
 
 def _not_found(settlement_id: int) -> ApiError:
