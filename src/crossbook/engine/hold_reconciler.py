@@ -34,6 +34,11 @@ Bounded: a pass reads at most `max_pages` pages of `page_limit` holds, keeps at
 most `max_orphans` orphans and submits at most `MAX_CONCURRENT_VOIDS` voids at
 once.
 
+A void the exchange refuses (a hold of a user it does not know, or of the fee
+account: no order of this exchange made it) is logged and counted
+(`void_failures`), and not retried; the watermark moves past it.
+Operators' lists and voids wait for a pass in progress (the same lock).
+
 Known limits: the cutoff compares the exchange's clock with the wallet's
 `applied_at_ms`, so the two clocks must agree to well within `grace_ms`
 (`overlap_ms` covers a hold stamped before its commit at the wallet); holds the
@@ -182,9 +187,16 @@ class HoldReconciler:
         async with self._lock:
             scan = await self._scan()
             orphan = next((o for o in scan.orphans if o.key == key), None)
-            if orphan is not None:
+            self.stats.orphaned = len(scan.orphans)
+            if orphan is None:
+                return None
+            try:
                 await self._engine.submit(orphan.void)
-                self.stats.holds_voided += 1
+            except Exception:
+                self.stats.void_failures += 1
+                raise
+            self.stats.holds_voided += 1
+            self.stats.orphaned -= 1
             return orphan
 
     async def reconcile(self, *, void: bool | None = None) -> PassReport:
