@@ -447,7 +447,7 @@ def figures(crash: Crash, load: Load, elapsed_s: float) -> dict[str, Any]:
     return {
         "seed": crash.seed,
         "kills": len(crash.restarts),
-        "orphan_holds_left_at_the_wallet": len(crash.orphans),
+        "holds_planted_at_the_wallet": len(crash.orphans),
         "holds_voided_by_reconcilers": sum(voided),
         "holds_voided_per_process": voided,
         "holds_voided_at_startup_pass": [r.startup_status["holds_voided"] for r in crash.restarts],
