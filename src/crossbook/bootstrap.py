@@ -57,6 +57,7 @@ from crossbook.domain import (
     ExchangeLimits,
     Funding,
 )
+from crossbook.domain.exchange import BalanceState
 from crossbook.engine.breaker import CircuitBreaker
 from crossbook.engine.clock import WALL_CLOCK
 from crossbook.engine.engine import Engine, EngineLimits
@@ -96,10 +97,10 @@ class _Relay:
         self.read_model = read_model
         self.settlements: Publisher | None = None  # remote-wallet mode, set once they exist
 
-    def publish(self, events: Sequence[Event]) -> None:
-        self.read_model.apply(events)
+    def publish(self, events: Sequence[Event], balances: Sequence[BalanceState]) -> None:
+        self.read_model.apply(events, balances)
         if self.settlements is not None:
-            self.settlements.publish(events)
+            self.settlements.publish(events, balances)
 
 
 @dataclass(slots=True)

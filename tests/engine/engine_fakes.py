@@ -22,6 +22,7 @@ from crossbook.domain import (
     PlaceOrder,
     Side,
 )
+from crossbook.domain.exchange import BalanceState
 from crossbook.engine.batch import CommitBatch, HoldFate
 from crossbook.engine.ports import MAX_HOLD_LOOKUP_KEYS, ReconcileProgress, StoreUnavailableError
 
@@ -142,7 +143,7 @@ class RecordingPublisher:
         self.events: list[Event] = []
         self._published = asyncio.Event()
 
-    def publish(self, events: Sequence[Event]) -> None:
+    def publish(self, events: Sequence[Event], balances: Sequence[BalanceState]) -> None:
         assert events[-1].seq <= self.store.committed_seq, "published before commit"
         self.events.extend(events)
         self._published.set()

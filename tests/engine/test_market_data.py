@@ -41,6 +41,7 @@ from crossbook.domain import (
     TradeExecuted,
 )
 from crossbook.domain.book import MAX_DEPTH_LEVELS
+from crossbook.domain.exchange import BalanceState
 from crossbook.engine.engine import Engine
 from crossbook.engine.read_model.books import BookDiff, BookSnapshot, Level
 from crossbook.engine.read_model.candles import MINUTE_MS
@@ -727,9 +728,9 @@ class MarketDataPublisher:
         self.md = MarketData()
         self.batches: list[MarketDataBatch] = []
 
-    def publish(self, events: Sequence[Event]) -> None:
+    def publish(self, events: Sequence[Event], balances: Sequence[BalanceState]) -> None:
         assert events[-1].seq <= self.store.committed_seq, "published before commit"
-        self.batches.append(self.md.apply(events))
+        self.batches.append(self.md.apply(events, balances))
 
 
 def test_projection_fed_by_the_engine_matches_its_exchange() -> None:

@@ -46,6 +46,7 @@ from crossbook.domain import (
     StpMode,
     VoidHold,
 )
+from crossbook.domain.exchange import BalanceState
 from crossbook.domain.funding import market_buy_cost
 from crossbook.engine.breaker import CircuitBreaker
 from crossbook.engine.engine import Engine, EngineOverloadedError, EngineUnavailableError
@@ -85,7 +86,7 @@ class Publishers:
         self.index = index
         self.events: list[Event] = []
 
-    def publish(self, events: Sequence[Event]) -> None:
+    def publish(self, events: Sequence[Event], balances: Sequence[BalanceState]) -> None:
         self.events.extend(events)
         self.index.apply(events)
 

@@ -44,6 +44,7 @@ from crossbook.domain import (
     TradeExecuted,
     Withdraw,
 )
+from crossbook.domain.exchange import BalanceState
 from crossbook.domain.orders import order_record
 from crossbook.engine.batch import BatchBuilder, CommitBatch
 from crossbook.sql_support.migrate import run_with_connection
@@ -308,5 +309,5 @@ class Collector:
     def __init__(self) -> None:
         self.events: list[Event] = []
 
-    def publish(self, events: Sequence[Event]) -> None:
+    def publish(self, events: Sequence[Event], balances: Sequence[BalanceState]) -> None:
         self.events.extend(events)

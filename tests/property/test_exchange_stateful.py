@@ -12,11 +12,12 @@ halts) to both, and checks after every step that they agree on:
 - the open orders (with their reservations and fees), the L3 book, depth, best
   prices and spread, the waiting stops, last prices and market status;
 - every balance, available and locked.
-It also checks `invariants.check_all` and `check_fills_match_trades`, that
-`seq` and each market's `market_seq` are gap-free, that `BalanceChanged` events
-carry the final balances, that `touched_orders` names exactly the orders in the
-events, and at the end that a replay from scratch, restored halfway from a JSON
-round trip of `Exchange.state()`, reproduces every event and rejection.
+It also checks `invariants.check_all` and `check_fills_match_trades`, that `seq` and
+each market's `market_seq` are gap-free, that `take_balance_changes` names every
+balance a command changed, once, with its final value, that `touched_orders` names
+exactly the orders in the events, and at the end that a replay from scratch,
+restored halfway from a JSON round trip of `Exchange.state()`, reproduces every
+event and rejection.
 
 The grids are small on purpose: prices within a few ticks of 100, quantities
 of 1-20 lots, three users, so orders collide, self-trade, partially fill and
@@ -40,7 +41,6 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from crossbook.domain import (
     AmendOrder,
     AssetCreated,
-    BalanceChanged,
     CancelOrder,
     CloseReason,
     CreateAsset,
@@ -171,7 +171,7 @@ def market_symbol(event: Event) -> str | None:
     """The market an event belongs to, or None for a non-market event."""
     if isinstance(event, MarketCreated):
         return event.spec.symbol
-    if isinstance(event, AssetCreated | Deposited | Withdrawn | BalanceChanged):
+    if isinstance(event, AssetCreated | Deposited | Withdrawn):
         return None
     symbol: str = event.symbol  # type: ignore[attr-defined]
     return symbol
@@ -213,6 +213,7 @@ class ExchangeVersusReference(RuleBasedStateMachine):
         digest_before = self.exchange.state_digest() if model_error else None
         real_error: ErrorCode | None = None
         events: list[Event] = []
+        balances_before = self.balances()
         try:
             events = self.exchange.execute(command)
         except DomainError as error:
@@ -227,7 +228,7 @@ class ExchangeVersusReference(RuleBasedStateMachine):
             assert self.exchange.state_digest() == digest_before, f"{command} rejected, yet changed"
             return
         self.record(events)
-        self.check_balance_events(events)
+        self.check_balance_changes(balances_before)
         changed = {e.order_id for e in events if isinstance(e, OrderAccepted | OrderUpdated)}
         assert set(self.exchange.touched_orders) == changed, "touched orders differ from events"
         real_trades = [trade_of(e) for e in events if isinstance(e, TradeExecuted)]
@@ -273,15 +274,19 @@ class ExchangeVersusReference(RuleBasedStateMachine):
                     event.reason,
                 )
 
-    def check_balance_events(self, events: list[Event]) -> None:
-        """One `BalanceChanged` per touched balance, at the end, with its new value."""
-        changes = [e for e in events if isinstance(e, BalanceChanged)]
-        assert events[len(events) - len(changes) :] == changes, "balance events not last"
-        keys = [(e.user_id, e.asset) for e in changes]
+    def balances(self) -> dict[tuple[int, str], tuple[int, int]]:
+        return {k: (b.available, b.locked) for k, b in self.exchange.ledger.balances.items()}
+
+    def check_balance_changes(self, before: dict[tuple[int, str], tuple[int, int]]) -> None:
+        """Every balance the command changed is taken once, with its new value."""
+        changes = self.exchange.take_balance_changes()
+        keys = [(user, asset) for user, asset, _, _ in changes]
         assert len(keys) == len(set(keys)), f"a balance reported twice: {keys}"
-        for change in changes:
-            balance = self.exchange.ledger.balances[(change.user_id, change.asset)]
-            assert (change.available, change.locked) == (balance.available, balance.locked)
+        now = self.balances()
+        for user, asset, available, locked in changes:
+            assert (available, locked) == now[(user, asset)]
+        moved = {key for key, value in now.items() if before.get(key, (0, 0)) != value}
+        assert moved <= set(keys), f"changed but not reported: {moved - set(keys)}"
 
     def stop_price(self, symbol: str, side: Side, offset: int) -> int:
         """A stop `offset` ticks beyond the market's last price (100 before any trade)."""

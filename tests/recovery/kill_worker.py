@@ -35,6 +35,7 @@ from crossbook.domain import (
     TimeInForce,
     TradeExecuted,
 )
+from crossbook.domain.exchange import BalanceState
 from crossbook.engine.engine import Engine, EngineLimits
 
 USERS = range(1, 9)
@@ -50,7 +51,7 @@ SETUP = [
 
 
 class NullPublisher:
-    def publish(self, events: Sequence[Event]) -> None:
+    def publish(self, events: Sequence[Event], balances: Sequence[BalanceState]) -> None:
         pass
 
 

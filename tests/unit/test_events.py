@@ -7,7 +7,6 @@ from typing import Any
 
 from crossbook.domain import (
     AmendOrder,
-    BalanceChanged,
     CancelOrder,
     Deposited,
     DomainError,
@@ -116,19 +115,25 @@ def test_global_and_per_market_sequences_are_gap_free() -> None:
         assert isinstance(market_events[0], MarketCreated)
 
 
-def test_balance_changes_are_reported_once_each_with_final_values() -> None:
+def test_balance_changes_are_taken_once_each_with_final_values() -> None:
+    """Balances are state: no command reports them; `take_balance_changes` gives each
+    balance changed since the last take once, with its value now, first touch first."""
     h = Harness()
     h.fund(1, "BTC", "1")
     h.fund(2, "USDT", "100000")
+    h.ex.take_balance_changes()
     h.submit(1, "sell", "0.5", "50000")
     events = h.submit(2, "buy", "0.5", "50000")
-    changes = [e for e in events if isinstance(e, BalanceChanged)]
-    keys = [(e.user_id, e.asset) for e in changes]
+    assert not [e for e in events if e.kind.startswith("balance")]
+    changes = h.ex.take_balance_changes()
+    keys = [(user, asset) for user, asset, _, _ in changes]
     assert len(keys) == len(set(keys))
-    for change in changes:
-        assert change.available == h.ex.ledger.available(change.user_id, change.asset)
-        assert change.locked == h.ex.ledger.locked(change.user_id, change.asset)
-    assert changes == events[-len(changes) :]  # they close the command's events
+    assert keys[0] == (1, "BTC")  # the sell's reservation touched it first
+    assert set(keys) >= {(1, "BTC"), (1, "USDT"), (2, "BTC"), (2, "USDT")}
+    for user, asset, available, locked in changes:
+        assert available == h.ex.ledger.available(user, asset)
+        assert locked == h.ex.ledger.locked(user, asset)
+    assert h.ex.take_balance_changes() == []
 
 
 def test_a_fresh_exchange_has_no_state() -> None:
@@ -138,15 +143,17 @@ def test_a_fresh_exchange_has_no_state() -> None:
 
 
 def test_deposited_and_withdrawn_are_two_events_of_the_same_shape() -> None:
-    deposited = Deposited(1, 5, 7, "USDT", 100)
-    withdrawn = Withdrawn(2, 6, 7, "USDT", 40)
+    deposited = Deposited(1, 5, 7, "USDT", 100, 100, 0)
+    withdrawn = Withdrawn(2, 6, 7, "USDT", 40, 60, 0)
     assert not isinstance(withdrawn, Deposited)
     assert not isinstance(deposited, Withdrawn)
     assert json.dumps(deposited.to_dict()) == (
         '{"kind": "deposited", "market_seq": 0, "seq": 1, "ts_ms": 5,'
-        ' "amount_units": 100, "asset": "USDT", "user_id": 7}'
+        ' "amount_units": 100, "asset": "USDT", "available_units": 100, "locked_units": 0,'
+        ' "user_id": 7}'
     )
     assert json.dumps(withdrawn.to_dict()) == (
         '{"kind": "withdrawn", "market_seq": 0, "seq": 2, "ts_ms": 6,'
-        ' "amount_units": 40, "asset": "USDT", "user_id": 7}'
+        ' "amount_units": 40, "asset": "USDT", "available_units": 60, "locked_units": 0,'
+        ' "user_id": 7}'
     )

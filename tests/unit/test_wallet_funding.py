@@ -26,7 +26,6 @@ import pytest
 from crossbook.domain import (
     FEE_ACCOUNT_ID,
     AmendOrder,
-    BalanceChanged,
     CancelOrder,
     CloseReason,
     Command,
@@ -255,8 +254,9 @@ def test_limit_buy_with_an_exact_hold_reserves_all_of_it_and_leaves_nothing_avai
         == 100_100
     )
     seq_before = desk.ex.seq
+    desk.ex.take_balance_changes()
     events = desk.limit(1, Side.BUY, 10, 10_000)
-    assert [type(e) for e in events] == [OrderAccepted, HoldConsumed, BalanceChanged]
+    assert [type(e) for e in events] == [OrderAccepted, HoldConsumed]
     assert_gap_free(events, seq_before + 1)
     [accepted] = of_type(events, OrderAccepted)
     assert accepted.reserved_units == 100_100
@@ -267,8 +267,8 @@ def test_limit_buy_with_an_exact_hold_reserves_all_of_it_and_leaves_nothing_avai
         100_100,
         accepted.order_id,
     )
-    [change] = of_type(events, BalanceChanged)
-    assert (change.user_id, change.asset, change.available, change.locked) == (
+    [change] = desk.ex.take_balance_changes()
+    assert change == (
         1,
         "USDT",
         0,
@@ -295,13 +295,12 @@ def test_a_hold_larger_than_needed_is_funded_and_the_excess_comes_back_released(
         OrderAccepted,
         HoldConsumed,
         HoldReleased,
-        BalanceChanged,
     ]
     assert of_type(events, HoldConsumed)[0].amount_units == 150_000  # the whole hold
     assert_gap_free(events, seq_before + 1)
     assert released(events) == [(1, "USDT", 49_900)]
-    [change] = of_type(events, BalanceChanged)
-    assert (change.available, change.locked) == (0, 100_100)
+    [change] = desk.ex.take_balance_changes()
+    assert change == (1, "USDT", 0, 100_100)
     assert desk.ex_balance(1, "USDT") == (0, 100_100)
     assert desk.wallet_balance(1, "USDT") == (899_900, 100_100)
 
@@ -360,9 +359,7 @@ def test_a_trade_sweeps_the_proceeds_without_releasing_them() -> None:
     # nothing stays in the exchange: the proceeds went back with the trade
     for key, balance in desk.ex.ledger.balances.items():
         assert (balance.available, balance.locked) == (0, 0), key
-    changes = {
-        (e.user_id, e.asset): (e.available, e.locked) for e in of_type(events, BalanceChanged)
-    }
+    changes = {(user, asset): (a, lo) for user, asset, a, lo in desk.ex.take_balance_changes()}
     assert changes == {
         (1, "USDT"): (0, 0),
         (2, "BTC"): (0, 0),

@@ -86,7 +86,6 @@ from crossbook.api.views import (
 )
 from crossbook.domain import (
     INT64_MAX,
-    BalanceChanged,
     DomainError,
     ErrorCode,
     Event,
@@ -95,6 +94,7 @@ from crossbook.domain import (
     OrderUpdated,
     TradeExecuted,
 )
+from crossbook.domain.exchange import BalanceState
 from crossbook.engine.order_view import OrderView
 from crossbook.engine.read_model.books import BookDiff
 from crossbook.engine.read_model.market_data import MarketData, MarketDataBatch
@@ -214,6 +214,8 @@ class StreamHub:
         self._publish_public(batch)
         if self._by_user:
             self._publish_private(batch.events)
+            if self._engine_balances and batch.events:
+                self._publish_balances(batch.balances, batch.events[-1].seq)
 
     def _publish_public(self, batch: MarketDataBatch) -> None:
         for symbol, diff in batch.book_diffs.items():
@@ -238,15 +240,15 @@ class StreamHub:
         for event in events:
             if isinstance(event, TradeExecuted):
                 self._private_fill(event)
-            elif isinstance(event, OrderAccepted | OrderUpdated):
-                if event.user_id in self._by_user:
-                    self._send_user(event.user_id, "orders", self._order_message(event))
-            elif (
-                isinstance(event, BalanceChanged)
-                and self._engine_balances
-                and event.user_id in self._by_user
-            ):
-                self._send_user(event.user_id, "balances", self._balance_message(event))
+            elif isinstance(event, OrderAccepted | OrderUpdated) and event.user_id in self._by_user:
+                self._send_user(event.user_id, "orders", self._order_message(event))
+
+    def _publish_balances(self, balances: Sequence[BalanceState], seq: int) -> None:
+        """Each changed balance of a subscribed user, as of the batch's last `seq`."""
+        for user_id, asset, available, locked in balances:
+            if user_id in self._by_user:
+                message = self._balance_message(asset, available, locked, seq)
+                self._send_user(user_id, "balances", message)
 
     def _private_fill(self, trade: TradeExecuted) -> None:
         spec = self._spec(trade.symbol)
@@ -303,14 +305,14 @@ class StreamHub:
             }
         return _message("order", "orders", data)
 
-    def _balance_message(self, event: BalanceChanged) -> bytes:
-        asset = self.market_data.assets()[event.asset]
+    def _balance_message(self, code: str, available: int, locked: int, seq: int) -> bytes:
+        asset = self.market_data.assets()[code]
         data = {
-            "asset": event.asset,
-            "available": asset.format_amount(event.available),
-            "locked": asset.format_amount(event.locked),
-            "total": asset.format_amount(event.available + event.locked),
-            "sequence": event.seq,
+            "asset": code,
+            "available": asset.format_amount(available),
+            "locked": asset.format_amount(locked),
+            "total": asset.format_amount(available + locked),
+            "sequence": seq,
         }
         return _message("balance", "balances", data)
 

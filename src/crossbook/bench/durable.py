@@ -36,13 +36,14 @@ from rich.table import Table
 from crossbook.adapters.sql.store import SqlStore
 from crossbook.bench import streams
 from crossbook.domain import Command, DomainError, Event, TradeExecuted
+from crossbook.domain.exchange import BalanceState
 from crossbook.engine.engine import BatchStats, Engine, EngineLimits
 
 DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 class NullPublisher:
-    def publish(self, events: Sequence[Event]) -> None:
+    def publish(self, events: Sequence[Event], balances: Sequence[BalanceState]) -> None:
         pass
 
 

@@ -21,7 +21,6 @@ from crossbook.domain.commands import (
 from crossbook.domain.errors import DomainError, ErrorCode
 from crossbook.domain.events import (
     AssetCreated,
-    BalanceChanged,
     Deposited,
     Event,
     HoldConsumed,
@@ -54,7 +53,6 @@ __all__ = [
     "AmendOrder",
     "Asset",
     "AssetCreated",
-    "BalanceChanged",
     "CancelOrder",
     "CloseReason",
     "Command",

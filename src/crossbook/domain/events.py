@@ -4,10 +4,14 @@ Every event has `seq`, the exchange-wide sequence (gap-free, starting at 1), and
 `ts_ms`, the time the command was executed at. Events that concern one market's
 public state (orders, trades, market status) also carry `market_seq`, that
 market's own gap-free sequence (1 = `MarketCreated`); it numbers the order-book
-diff stream. Balance and asset events have `market_seq = 0`.
+diff stream. Money and asset events have `market_seq = 0`.
+
+Balances are state, not events: a command's effect on them follows from its
+order and trade events, and their new values are read once per batch
+(`Exchange.take_balance_changes`), not reported per command.
 
 Hot-path objects: plain slotted classes, no validation. The events made on every
-order (`OrderAccepted`, `OrderUpdated`, `TradeExecuted`, `BalanceChanged`) set the
+order (`OrderAccepted`, `OrderUpdated`, `TradeExecuted`) set the
 base fields themselves instead of calling `super().__init__`, which costs about
 0.1 µs on Python 3.11 (`crossbook bench engine`: 6-13 % of a command or a fill).
 `to_dict` gives a canonical plain-data form for logs, stores and
@@ -95,29 +99,53 @@ class MarketStatusChanged(Event):
 
 
 class Deposited(Event):
-    """Money entered the exchange: `amount_units` of `asset` to `user_id`'s available funds."""
+    """Money entered the exchange: `amount_units` of `asset` to `user_id`'s available funds.
+    `available_units` and `locked_units`: that balance after it."""
 
-    __slots__ = ("amount_units", "asset", "user_id")
+    __slots__ = ("amount_units", "asset", "available_units", "locked_units", "user_id")
     kind = "deposited"
 
-    def __init__(self, seq: int, ts_ms: int, user_id: int, asset: str, amount_units: int) -> None:
+    def __init__(
+        self,
+        seq: int,
+        ts_ms: int,
+        user_id: int,
+        asset: str,
+        amount_units: int,
+        available_units: int,
+        locked_units: int,
+    ) -> None:
         super().__init__(seq, 0, ts_ms)
         self.user_id = user_id
         self.asset = asset
         self.amount_units = amount_units
+        self.available_units = available_units
+        self.locked_units = locked_units
 
 
 class Withdrawn(Event):
-    """Money left the exchange: `amount_units` of `asset` from `user_id`'s available funds."""
+    """Money left the exchange: `amount_units` of `asset` from `user_id`'s available funds.
+    `available_units` and `locked_units`: that balance after it."""
 
-    __slots__ = ("amount_units", "asset", "user_id")
+    __slots__ = ("amount_units", "asset", "available_units", "locked_units", "user_id")
     kind = "withdrawn"
 
-    def __init__(self, seq: int, ts_ms: int, user_id: int, asset: str, amount_units: int) -> None:
+    def __init__(
+        self,
+        seq: int,
+        ts_ms: int,
+        user_id: int,
+        asset: str,
+        amount_units: int,
+        available_units: int,
+        locked_units: int,
+    ) -> None:
         super().__init__(seq, 0, ts_ms)
         self.user_id = user_id
         self.asset = asset
         self.amount_units = amount_units
+        self.available_units = available_units
+        self.locked_units = locked_units
 
 
 class HoldReleased(Event):
@@ -179,24 +207,6 @@ class HoldVoided(Event):
         self.asset = asset
         self.hold_key = hold_key
         self.amount_units = amount_units
-
-
-class BalanceChanged(Event):
-    """A balance's new value after a command (once per touched balance, first-touch order)."""
-
-    __slots__ = ("asset", "available", "locked", "user_id")
-    kind = "balance_changed"
-
-    def __init__(
-        self, seq: int, ts_ms: int, user_id: int, asset: str, available: int, locked: int
-    ) -> None:
-        self.seq = seq  # base fields set inline: hot path, see the module docstring
-        self.market_seq = 0
-        self.ts_ms = ts_ms
-        self.user_id = user_id
-        self.asset = asset
-        self.available = available
-        self.locked = locked
 
 
 class OrderAccepted(Event):

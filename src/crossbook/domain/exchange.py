@@ -66,7 +66,6 @@ from crossbook.domain.commands import (
 from crossbook.domain.errors import DomainError, ErrorCode
 from crossbook.domain.events import (
     AssetCreated,
-    BalanceChanged,
     Deposited,
     Event,
     HoldConsumed,
@@ -80,7 +79,7 @@ from crossbook.domain.events import (
     Withdrawn,
 )
 from crossbook.domain.fees import fee_total, reservation_units, reserve_asset
-from crossbook.domain.ledger import FEE_ACCOUNT_ID, Ledger
+from crossbook.domain.ledger import FEE_ACCOUNT_ID, Balance, Ledger
 from crossbook.domain.markets import Asset, MarketSpec, MarketStatus
 from crossbook.domain.matching import MatchPlan, plan_match, unmatched_plan
 from crossbook.domain.orders import (
@@ -115,6 +114,8 @@ _CANCELLED, _EXPIRED = OrderStatus.CANCELLED, OrderStatus.EXPIRED
 _FILLED_REASON = CloseReason.FILLED
 _CANCELLED_BY_USER = CloseReason.CANCELLED_BY_USER
 _SELF_TRADE_PREVENTION = CloseReason.SELF_TRADE_PREVENTION
+
+BalanceState = tuple[int, str, int, int]  # user_id, asset, available, locked
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +169,7 @@ class Exchange:
         self._events: list[Event] = []
         # orders the last command created or changed (closed ones included), for stores
         self.touched_orders: dict[int, Order] = {}
+        self._changed_balances: dict[tuple[int, str], Balance] = {}  # since the last take
         self._handlers: dict[type, Callable[[Any], None]] = {
             CreateAsset: self._create_asset,
             CreateMarket: self._create_market,
@@ -195,16 +197,24 @@ class Exchange:
                 "rejection changed state"
             )
             raise
-        if self._wallet_funded and self.ledger.touched:
-            self._sweep(events)
-        if self.ledger.touched:
-            now = self.now_ms
-            for (user_id, asset), balance in self.ledger.drain_touched():
-                self.seq += 1
-                events.append(
-                    BalanceChanged(self.seq, now, user_id, asset, balance.available, balance.locked)
-                )
+        ledger = self.ledger
+        if ledger.touched:
+            if self._wallet_funded:
+                self._sweep(events)
+            self._changed_balances.update(ledger.touched)
+            ledger.touched.clear()
         return events
+
+    def take_balance_changes(self) -> list[BalanceState]:
+        """Every balance a command changed since the last call, with its value now
+        (first-touch order): what a batch's commit and its balance streams need. Bounded
+        by the number of balances."""
+        changed = [
+            (user_id, asset, balance.available, balance.locked)
+            for (user_id, asset), balance in self._changed_balances.items()
+        ]
+        self._changed_balances.clear()
+        return changed
 
     # -- reads (for gateways and tests; never mutate) --------------------------
 
@@ -298,9 +308,17 @@ class Exchange:
         # sum a store keeps can overflow a BIGINT, whatever trades move it.
         supply = self.ledger.net_deposits.get(asset.code, 0)
         _check_amount(cmd.amount_units, INT64_MAX - supply)
-        self.ledger.deposit(cmd.user_id, asset.code, cmd.amount_units)
+        balance = self.ledger.deposit(cmd.user_id, asset.code, cmd.amount_units)
         self._emit(
-            Deposited(self._next_seq(), self.now_ms, cmd.user_id, asset.code, cmd.amount_units)
+            Deposited(
+                self._next_seq(),
+                self.now_ms,
+                cmd.user_id,
+                asset.code,
+                cmd.amount_units,
+                balance.available,
+                balance.locked,
+            )
         )
 
     def _withdraw(self, cmd: Withdraw) -> None:
@@ -308,9 +326,17 @@ class Exchange:
         asset = self.asset(cmd.asset)
         self._check_user(cmd.user_id, allow_fee_account=True)
         _check_amount(cmd.amount_units, INT64_MAX)
-        self.ledger.withdraw(cmd.user_id, asset.code, cmd.amount_units)
+        balance = self.ledger.withdraw(cmd.user_id, asset.code, cmd.amount_units)
         self._emit(
-            Withdrawn(self._next_seq(), self.now_ms, cmd.user_id, asset.code, cmd.amount_units)
+            Withdrawn(
+                self._next_seq(),
+                self.now_ms,
+                cmd.user_id,
+                asset.code,
+                cmd.amount_units,
+                balance.available,
+                balance.locked,
+            )
         )
 
     def _tick(self, cmd: Tick) -> None:

@@ -62,16 +62,22 @@ class Ledger:
         balance = self.balances.get((user_id, asset))
         return 0 if balance is None else balance.locked
 
-    def deposit(self, user_id: int, asset: str, amount: int) -> None:
+    def deposit(self, user_id: int, asset: str, amount: int) -> Balance:
+        """Add `amount` to the available balance; that balance."""
         assert amount > 0, amount
-        self._get(user_id, asset).available += amount
+        balance = self._get(user_id, asset)
+        balance.available += amount
         self.net_deposits[asset] = self.net_deposits.get(asset, 0) + amount
+        return balance
 
-    def withdraw(self, user_id: int, asset: str, amount: int) -> None:
+    def withdraw(self, user_id: int, asset: str, amount: int) -> Balance:
+        """Take `amount` from the available balance (or refuse); that balance."""
         assert amount > 0, amount
         self.require_available(user_id, asset, amount)
-        self._get(user_id, asset).available -= amount
+        balance = self._get(user_id, asset)
+        balance.available -= amount
         self.net_deposits[asset] -= amount
+        return balance
 
     def require_available(self, user_id: int, asset: str, amount: int) -> None:
         """Refuse (changing nothing) unless `amount` is available."""

@@ -19,7 +19,6 @@ from typing import Any
 
 from crossbook.domain import (
     AssetCreated,
-    BalanceChanged,
     Deposited,
     Event,
     Exchange,
@@ -31,6 +30,7 @@ from crossbook.domain import (
     TradeExecuted,
     Withdrawn,
 )
+from crossbook.domain.exchange import BalanceState
 from crossbook.domain.orders import order_record
 from crossbook.engine.settlement_plan import PlannedSettlement, plan_settlements
 
@@ -85,7 +85,7 @@ class CommitBatch:
     events: list[Event]  # the event log, in `seq` order
     orders: list[dict[str, Any]]  # `order_record` of every order created or changed
     trades: list[TradeExecuted]
-    balances: list[tuple[int, str, int, int]]  # (user_id, asset, available, locked), final
+    balances: list[BalanceState]  # (user_id, asset, available, locked), final
     net_deposit_changes: dict[str, int]  # asset -> deposits minus withdrawals in this batch
     assets: list[tuple[str, int]]  # (code, decimals) created in this batch
     markets: list[dict[str, Any]]  # runtime (+ "rules" if created) of every touched market
@@ -113,7 +113,6 @@ class BatchBuilder:
 
     def build(self, exchange: Exchange) -> CommitBatch:
         trades: list[TradeExecuted] = []
-        balances: dict[tuple[int, str], tuple[int, str, int, int]] = {}
         deposits: dict[str, int] = {}
         assets: list[tuple[str, int]] = []
         created: dict[str, MarketCreated] = {}
@@ -121,9 +120,6 @@ class BatchBuilder:
         for event in self.events:
             if isinstance(event, TradeExecuted):
                 trades.append(event)
-            elif isinstance(event, BalanceChanged):
-                key = (event.user_id, event.asset)
-                balances[key] = (event.user_id, event.asset, event.available, event.locked)
             elif isinstance(event, Withdrawn):
                 deposits[event.asset] = deposits.get(event.asset, 0) - event.amount_units
             elif isinstance(event, Deposited):
@@ -153,7 +149,7 @@ class BatchBuilder:
             events=self.events,
             orders=[order_record(order) for order in self.orders.values()],
             trades=trades,
-            balances=list(balances.values()),
+            balances=exchange.take_balance_changes(),
             net_deposit_changes=deposits,
             assets=assets,
             markets=markets,

@@ -283,7 +283,7 @@ class Engine:
             self._on_batch(self.last_batch)
         self._answer(batch, outcomes)
         if commit.events:
-            self._publisher.publish(commit.events)
+            self._publisher.publish(commit.events, commit.balances)
         self._available = True  # again, if the commit failed and had committed after all
 
     async def _commit(

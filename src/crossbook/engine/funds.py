@@ -28,7 +28,7 @@ import re
 import uuid
 from typing import Protocol
 
-from crossbook.domain import BalanceChanged, Deposit, Withdraw
+from crossbook.domain import Deposit, Deposited, Withdraw, Withdrawn
 from crossbook.engine.order_entry import WalletOutageError
 from crossbook.engine.ports import ReadStore, Wallet, WalletRejectedError, WalletUnavailableError
 from crossbook.engine.read_model.records import StoredBalance
@@ -94,8 +94,8 @@ class EmbeddedFunds:
     async def _transfer(self, command: Deposit | Withdraw) -> StoredBalance:
         uid = command.user_id
         events = await self._submitter.submit(command, "admin")
-        changed = next(e for e in events if isinstance(e, BalanceChanged) and e.user_id == uid)
-        return StoredBalance(uid, command.asset, changed.available, changed.locked)
+        moved = next(e for e in events if isinstance(e, Deposited | Withdrawn))
+        return StoredBalance(uid, command.asset, moved.available_units, moved.locked_units)
 
 
 class WalletFunds:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from crossbook.domain import Event, OrderStatus
+from crossbook.domain.exchange import BalanceState
 from crossbook.engine.batch import CommitBatch
 from crossbook.engine.read_model.records import (
     Candle,
@@ -70,9 +71,10 @@ class Store(Protocol):
 
 
 class Publisher(Protocol):
-    """Receives a batch's events only after the transaction holding them committed."""
+    """Receives a batch's events, and the final value of every balance it changed, only
+    after the transaction holding them committed."""
 
-    def publish(self, events: Sequence[Event]) -> None: ...
+    def publish(self, events: Sequence[Event], balances: Sequence[BalanceState]) -> None: ...
 
 
 class Clock(Protocol):

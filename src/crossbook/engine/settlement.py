@@ -51,6 +51,7 @@ from dataclasses import dataclass, replace
 import structlog
 
 from crossbook.domain import Event, HoldReleased, HoldVoided, MarketSpec, TradeExecuted
+from crossbook.domain.exchange import BalanceState
 from crossbook.engine.guarded_wallet import WalletCircuitOpenError
 from crossbook.engine.ports import (
     Clock,
@@ -237,8 +238,9 @@ class SettlementService:
 
     # -- the engine's side (a Publisher) ----------------------------------------------
 
-    def publish(self, events: Sequence[Event]) -> None:
-        """Queue the settlements a committed batch created (never blocks)."""
+    def publish(self, events: Sequence[Event], balances: Sequence[BalanceState] = ()) -> None:
+        """Queue the settlements a committed batch created (never blocks). The balances
+        are the exchange's, which in remote-wallet mode only mirror the holds."""
         if self._specs is None:
             for event in events:
                 if isinstance(event, _SETTLING_EVENTS):

@@ -78,6 +78,7 @@ from crossbook.domain import (
     Side,
     TradeExecuted,
 )
+from crossbook.domain.exchange import BalanceState
 from crossbook.engine.read_model.books import BookDiff, BookSide, BookSnapshot, Level
 from crossbook.engine.read_model.candles import DEFAULT_WINDOW_MINUTES, MINUTE_MS, MinuteBars
 from crossbook.engine.read_model.records import Candle
@@ -119,6 +120,7 @@ class MarketDataBatch:
     """What one committed batch changed."""
 
     events: Sequence[Event]
+    balances: Sequence[BalanceState]  # every balance the batch changed, its final value
     book_diffs: dict[str, BookDiff]  # one per market whose market_seq advanced (may be empty)
     trades: tuple[TradeExecuted, ...]
     tickers_changed: frozenset[str]  # markets with a trade or a best bid/ask change
@@ -306,8 +308,11 @@ class MarketData:
 
     # -- writes: one committed batch -------------------------------------------
 
-    def apply(self, events: Sequence[Event]) -> MarketDataBatch:
-        """Apply one committed batch, tell the listeners what it changed, and return that."""
+    def apply(
+        self, events: Sequence[Event], balances: Sequence[BalanceState] = ()
+    ) -> MarketDataBatch:
+        """Apply one committed batch, tell the listeners what it changed (and the balances
+        it changed, which the read model passes on and does not keep), and return that."""
         touched = self._touched
         trades = self._trades
         touched.clear()
@@ -345,7 +350,7 @@ class MarketData:
                 tickers_changed.add(symbol)
         if touched:
             self._market_infos = None
-        batch = MarketDataBatch(events, diffs, tuple(trades), frozenset(tickers_changed))
+        batch = MarketDataBatch(events, balances, diffs, tuple(trades), frozenset(tickers_changed))
         touched.clear()
         trades.clear()
         for listener in self._listeners:
