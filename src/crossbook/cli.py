@@ -157,6 +157,47 @@ def bench_durable(
     durable.run(chosen, commands, runs, seed, window, batch_max, pg_admin_url, as_json)
 
 
+class PeerWorkload(StrEnum):
+    """The streams ``bench peers`` replays on crossbook and on its peer."""
+
+    MIXED = "mixed"
+    PEER_FLOW = "peer-flow"
+    SWEEPS = "sweeps"
+    ALL = "all"
+
+
+@bench_app.command("peers")
+def bench_peers(
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Interleaved rounds.")] = 3,
+    commands: Annotated[
+        int, typer.Option("--commands", min=1, help="Timed commands in each stream.")
+    ] = 100_000,
+    workload: Annotated[
+        PeerWorkload, typer.Option("--workload", case_sensitive=False)
+    ] = PeerWorkload.ALL,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the first round; each later round adds 1.")
+    ] = 42,
+    durable_too: Annotated[
+        bool,
+        typer.Option("--durable/--no-durable", help="Also compare the durable paths."),
+    ] = True,
+    peer_python: Annotated[
+        str, typer.Option("--peer-python", help="A Python >= 3.12 for the peer (name or path).")
+    ] = "python3.12",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Benchmark crossbook beside the peer engine matching-engine 0.1.1 on the same streams.
+
+    Skips (exit 0) when the peer cannot be installed here.
+    """
+    from crossbook.bench import peers  # noqa: PLC0415 - lazy: only this command needs it
+
+    chosen = list(peers.WORKLOADS) if workload is PeerWorkload.ALL else [workload.value]
+    code = peers.run(chosen, commands, rounds, seed, peer_python, as_json, durable_too=durable_too)
+    raise typer.Exit(code)
+
+
 @bench_app.command("wallet")
 def bench_wallet(
     database: Annotated[
