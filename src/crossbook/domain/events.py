@@ -98,54 +98,43 @@ class MarketStatusChanged(Event):
         self.status = status
 
 
-class Deposited(Event):
-    """Money entered the exchange: `amount_units` of `asset` to `user_id`'s available funds.
-    `available_units` and `locked_units`: that balance after it."""
+class Transfer(Event):
+    """Money moved in or out of `user_id`'s available funds of `asset` (`Deposited`,
+    `Withdrawn`; neither is the other). `available_units` and `locked_units`: that
+    balance after it."""
 
     __slots__ = ("amount_units", "asset", "available_units", "locked_units", "user_id")
+
+    def __init__(
+        self,
+        seq: int,
+        ts_ms: int,
+        user_id: int,
+        asset: str,
+        amount_units: int,
+        available_units: int,
+        locked_units: int,
+    ) -> None:
+        super().__init__(seq, 0, ts_ms)
+        self.user_id = user_id
+        self.asset = asset
+        self.amount_units = amount_units
+        self.available_units = available_units
+        self.locked_units = locked_units
+
+
+class Deposited(Transfer):
+    """Money entered the exchange: `amount_units` of `asset` to `user_id`'s available funds."""
+
+    __slots__ = ()
     kind = "deposited"
 
-    def __init__(
-        self,
-        seq: int,
-        ts_ms: int,
-        user_id: int,
-        asset: str,
-        amount_units: int,
-        available_units: int,
-        locked_units: int,
-    ) -> None:
-        super().__init__(seq, 0, ts_ms)
-        self.user_id = user_id
-        self.asset = asset
-        self.amount_units = amount_units
-        self.available_units = available_units
-        self.locked_units = locked_units
 
+class Withdrawn(Transfer):
+    """Money left the exchange: `amount_units` of `asset` from `user_id`'s available funds."""
 
-class Withdrawn(Event):
-    """Money left the exchange: `amount_units` of `asset` from `user_id`'s available funds.
-    `available_units` and `locked_units`: that balance after it."""
-
-    __slots__ = ("amount_units", "asset", "available_units", "locked_units", "user_id")
+    __slots__ = ()
     kind = "withdrawn"
-
-    def __init__(
-        self,
-        seq: int,
-        ts_ms: int,
-        user_id: int,
-        asset: str,
-        amount_units: int,
-        available_units: int,
-        locked_units: int,
-    ) -> None:
-        super().__init__(seq, 0, ts_ms)
-        self.user_id = user_id
-        self.asset = asset
-        self.amount_units = amount_units
-        self.available_units = available_units
-        self.locked_units = locked_units
 
 
 class HoldReleased(Event):

@@ -309,17 +309,7 @@ class Exchange:
         supply = self.ledger.net_deposits.get(asset.code, 0)
         _check_amount(cmd.amount_units, INT64_MAX - supply)
         balance = self.ledger.deposit(cmd.user_id, asset.code, cmd.amount_units)
-        self._emit(
-            Deposited(
-                self._next_seq(),
-                self.now_ms,
-                cmd.user_id,
-                asset.code,
-                cmd.amount_units,
-                balance.available,
-                balance.locked,
-            )
-        )
+        self._emit_transfer(Deposited, cmd, balance)
 
     def _withdraw(self, cmd: Withdraw) -> None:
         self._refuse_if_wallet_funded()
@@ -327,12 +317,17 @@ class Exchange:
         self._check_user(cmd.user_id, allow_fee_account=True)
         _check_amount(cmd.amount_units, INT64_MAX)
         balance = self.ledger.withdraw(cmd.user_id, asset.code, cmd.amount_units)
+        self._emit_transfer(Withdrawn, cmd, balance)
+
+    def _emit_transfer(
+        self, kind: type[Deposited | Withdrawn], cmd: Deposit | Withdraw, balance: Balance
+    ) -> None:
         self._emit(
-            Withdrawn(
+            kind(
                 self._next_seq(),
                 self.now_ms,
                 cmd.user_id,
-                asset.code,
+                cmd.asset,
                 cmd.amount_units,
                 balance.available,
                 balance.locked,
