@@ -50,7 +50,7 @@ balances run out often.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
@@ -730,7 +730,7 @@ def with_hold(command: Command, hold: Hold | None) -> Command:
 
 
 def _fields(command: PlaceOrder | AmendOrder) -> dict[str, Any]:
-    return {name: getattr(command, name) for name in command.__slots__}
+    return {field.name: getattr(command, field.name) for field in fields(command)}
 
 
 Scenario = tuple[int, dict[tuple[int, str], int], list[Op]]

@@ -5,6 +5,8 @@ import json
 import random
 from typing import Any
 
+import pytest
+
 from crossbook.domain import (
     AmendOrder,
     CancelOrder,
@@ -157,3 +159,24 @@ def test_deposited_and_withdrawn_are_two_events_of_the_same_shape() -> None:
         ' "amount_units": 40, "asset": "USDT", "available_units": 60, "locked_units": 0,'
         ' "user_id": 7}'
     )
+
+
+def event_classes() -> list[type[Event]]:
+    found: list[type[Event]] = []
+    todo: list[type[Event]] = [Event]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return sorted(found, key=lambda cls: cls.__name__)
+
+
+@pytest.mark.parametrize("cls", event_classes(), ids=lambda cls: cls.__name__)
+def test_field_names_are_the_slots_base_class_first(cls: type[Event]) -> None:
+    """`to_dict`'s keys (and the store's event payloads): every attribute once, in order."""
+    compiled_attributes = getattr(cls, "__mypyc_attrs__", None)
+    if compiled_attributes is not None:  # compiled: no `__slots__`, but mypyc lists them
+        assert sorted(cls.field_names) == sorted(compiled_attributes)
+        return
+    slots = tuple(name for c in reversed(cls.__mro__) for name in c.__dict__.get("__slots__", ()))
+    assert cls.field_names == slots

@@ -29,6 +29,11 @@ from crossbook.domain.orders import CloseReason, Order, OrderStatus, Side
 class Event:
     __slots__ = ("market_seq", "seq", "ts_ms")
     kind: ClassVar[str] = "event"
+    # The attributes `to_dict` emits after "kind", in order: the base classes' slots,
+    # then the class's own. Every class with slots spells them out again because the
+    # classes mypyc compiles have no `__slots__` at run time (tests/unit/test_events.py
+    # checks that the two agree).
+    field_names: ClassVar[tuple[str, ...]] = ("market_seq", "seq", "ts_ms")
 
     def __init__(self, seq: int, market_seq: int, ts_ms: int) -> None:
         self.seq = seq
@@ -37,10 +42,9 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind}
-        for cls in reversed(type(self).__mro__):
-            for name in getattr(cls, "__slots__", ()):
-                value = getattr(self, name)
-                out[name] = value.to_dict() if hasattr(value, "to_dict") else value
+        for name in self.field_names:
+            value = getattr(self, name)
+            out[name] = value.to_dict() if hasattr(value, "to_dict") else value
         return out
 
     def __repr__(self) -> str:
@@ -49,6 +53,7 @@ class Event:
 
 class AssetCreated(Event):
     __slots__ = ("code", "decimals")
+    field_names = (*Event.field_names, "code", "decimals")
     kind = "asset_created"
 
     def __init__(self, seq: int, ts_ms: int, code: str, decimals: int) -> None:
@@ -59,6 +64,7 @@ class AssetCreated(Event):
 
 class MarketCreated(Event):
     __slots__ = ("spec",)
+    field_names = (*Event.field_names, "spec")
     kind = "market_created"
 
     def __init__(self, seq: int, market_seq: int, ts_ms: int, spec: MarketSpec) -> None:
@@ -88,6 +94,7 @@ class MarketCreated(Event):
 
 class MarketStatusChanged(Event):
     __slots__ = ("status", "symbol")
+    field_names = (*Event.field_names, "status", "symbol")
     kind = "market_status_changed"
 
     def __init__(
@@ -104,6 +111,14 @@ class Transfer(Event):
     balance after it."""
 
     __slots__ = ("amount_units", "asset", "available_units", "locked_units", "user_id")
+    field_names = (
+        *Event.field_names,
+        "amount_units",
+        "asset",
+        "available_units",
+        "locked_units",
+        "user_id",
+    )
 
     def __init__(
         self,
@@ -146,6 +161,7 @@ class HoldReleased(Event):
     """
 
     __slots__ = ("amount_units", "asset", "user_id")
+    field_names = (*Event.field_names, "amount_units", "asset", "user_id")
     kind = "hold_released"
 
     def __init__(self, seq: int, ts_ms: int, user_id: int, asset: str, amount_units: int) -> None:
@@ -162,6 +178,7 @@ class HoldConsumed(Event):
     fate: a hold that no `HoldConsumed` or `HoldVoided` names funds nothing."""
 
     __slots__ = ("amount_units", "asset", "hold_key", "order_id", "user_id")
+    field_names = (*Event.field_names, "amount_units", "asset", "hold_key", "order_id", "user_id")
     kind = "hold_consumed"
 
     def __init__(
@@ -186,6 +203,7 @@ class HoldVoided(Event):
     """Remote-wallet mode: the hold `hold_key` funds nothing; the wallet must void it."""
 
     __slots__ = ("amount_units", "asset", "hold_key", "user_id")
+    field_names = (*Event.field_names, "amount_units", "asset", "hold_key", "user_id")
     kind = "hold_voided"
 
     def __init__(
@@ -202,6 +220,25 @@ class OrderAccepted(Event):
     """An order passed validation and its funds are reserved. Carries the full order."""
 
     __slots__ = (
+        "client_order_id",
+        "expire_at_ms",
+        "order_id",
+        "order_type",
+        "post_only",
+        "price_ticks",
+        "priority",
+        "quantity_lots",
+        "quote_budget_units",
+        "reserved_units",
+        "side",
+        "stop_price_ticks",
+        "stp_mode",
+        "symbol",
+        "time_in_force",
+        "user_id",
+    )
+    field_names = (
+        *Event.field_names,
         "client_order_id",
         "expire_at_ms",
         "order_id",
@@ -264,6 +301,22 @@ class OrderUpdated(Event):
         "triggered",
         "user_id",
     )
+    field_names = (
+        *Event.field_names,
+        "fee_paid_units",
+        "filled_lots",
+        "filled_notional_units",
+        "order_id",
+        "price_ticks",
+        "priority",
+        "quantity_lots",
+        "reason",
+        "reserved_units",
+        "status",
+        "symbol",
+        "triggered",
+        "user_id",
+    )
     kind = "order_updated"
 
     def __init__(
@@ -291,6 +344,22 @@ class TradeExecuted(Event):
     """One fill between a resting maker and an incoming taker, settled from locked funds."""
 
     __slots__ = (
+        "buyer_fee_units",
+        "buyer_order_id",
+        "buyer_user_id",
+        "maker_order_id",
+        "notional_units",
+        "price_ticks",
+        "quantity_lots",
+        "seller_fee_units",
+        "seller_order_id",
+        "seller_user_id",
+        "symbol",
+        "taker_side",
+        "trade_id",
+    )
+    field_names = (
+        *Event.field_names,
         "buyer_fee_units",
         "buyer_order_id",
         "buyer_user_id",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from crossbook.domain._compile_hints import mypyc_attr
 from crossbook.domain.book import BookSide
 from crossbook.domain.events import TradeExecuted
 from crossbook.domain.exchange import Exchange, Funding, Market
@@ -20,6 +21,9 @@ from crossbook.domain.fees import fee_total
 from crossbook.domain.orders import OrderStatus, Side
 
 
+# A plain Python class when compiled: mypyc's native classes cannot inherit from
+# AssertionError. (No effect on Python; see `_compile_hints`.)
+@mypyc_attr(native_class=False)
 class InvariantViolationError(AssertionError):
     """A broken invariant: a bug, never an expected condition."""
 

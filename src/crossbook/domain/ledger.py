@@ -19,6 +19,7 @@ caller drains it, which is how commands report balance changes.
 
 from __future__ import annotations
 
+from crossbook.domain._compile_hints import mypyc_attr
 from crossbook.domain.errors import DomainError, ErrorCode
 from crossbook.domain.settlement import TradeLegs
 
@@ -38,6 +39,9 @@ class Balance:
         return self.available + self.locked
 
 
+# Compiled, it still admits Python subclasses (the wallet service's `WalletLedger`);
+# mypyc's native classes refuse them otherwise. (No effect on Python; see `_compile_hints`.)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Ledger:
     __slots__ = ("balances", "net_deposits", "touched")
 

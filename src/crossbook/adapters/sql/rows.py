@@ -6,9 +6,9 @@ plain loops over the batch, no per-row objects beyond the tuples themselves.
 
 Invariants:
 - event rows carry `payload` = the JSON of `event.to_dict()` (enums as their
-  values, compact separators); the dict is read from each event class's slots
-  in `Event.to_dict` order (one cached getter per class), unless the class
-  defines its own `to_dict`;
+  values, compact separators); the dict is read from each event class's
+  `field_names`, in `Event.to_dict` order (one cached getter per class), unless
+  the class defines its own `to_dict`;
 - every trade yields exactly five ledger legs (`schema.LEG_KINDS`) whose amounts
   sum to zero per asset, fees included: the domain's `trade_legs` of the event,
   signed (a debit negative); a deposit or withdrawal yields one leg;
@@ -235,7 +235,7 @@ def _dumps(data: dict[str, Any]) -> str:
 class _EventShape:
     """How to read one event class: `to_dict`'s keys and a getter for their values."""
 
-    names: tuple[str, ...]  # "kind", then the slots in `Event.to_dict` order
+    names: tuple[str, ...]  # "kind", then `Event.field_names`: the keys of `Event.to_dict`
     values: Callable[[Event], tuple[Any, ...]] | None  # None: the class has its own to_dict
     symbol_at: int | None  # index of "symbol" in `names`
 
@@ -249,8 +249,7 @@ def _shape(cls: type[Event]) -> _EventShape:
         if cls.to_dict is not Event.to_dict:
             shape = _EventShape((), None, None)
         else:
-            slots = tuple(n for c in reversed(cls.__mro__) for n in getattr(c, "__slots__", ()))
-            names = ("kind", *slots)
+            names = ("kind", *cls.field_names)
             symbol_at = names.index("symbol") if "symbol" in names else None
             shape = _EventShape(names, operator.attrgetter(*names), symbol_at)
         _SHAPES[cls] = shape
