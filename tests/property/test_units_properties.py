@@ -4,8 +4,9 @@ Properties: formatting then parsing gives back the integer; parsing any spelling
 of a grid value (leading zeros, trailing zeros, no fraction) gives the same
 integer and formats to the grid's normal form; a value off the grid or with
 more decimals than the grid has is refused with the caller's code, never
-rounded; and no input whatsoever raises anything but `DomainError`. Python's
-`Decimal` is the oracle for what a string means.
+rounded; and no input whatsoever raises anything but `DomainError` (in the
+compiled build, a value that is not a string raises `TypeError`: it enforces the
+annotations). Python's `Decimal` is the oracle for what a string means.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from crossbook._compiled import current_build
 from crossbook.domain import Asset, DomainError, ErrorCode, MarketSpec
 from crossbook.domain.units import MAX_DECIMAL_TEXT_CHARS, Grid, format_scaled, parse_scaled
 
@@ -153,6 +155,12 @@ def test_only_plain_positional_decimals_are_accepted(text: str) -> None:
 
 @given(value=st.one_of(st.none(), st.integers(), st.floats(), st.binary(max_size=5)))
 def test_non_text_is_refused_with_the_given_code(value: object) -> None:
+    if current_build().compiled:  # the compiled domain enforces the `str` annotation itself
+        with pytest.raises(TypeError):
+            parse_scaled(value, 8, CODE, "amount")  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            Grid(2, 1).parse(value, CODE, "amount")  # type: ignore[arg-type]
+        return
     assert refused(parse_scaled, value, 8, CODE, "amount") == CODE
     assert refused(Grid(2, 1).parse, value, CODE, "amount") == CODE
 

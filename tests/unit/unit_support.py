@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from crossbook._compiled import current_build
 from crossbook.domain import (
     CreateAsset,
     CreateMarket,
@@ -27,6 +28,11 @@ from crossbook.domain.invariants import check_all
 
 BTC = "BTC/USDT"
 ETH = "ETH/USDT"
+
+# The compiled domain (mypyc) enforces its type annotations at run time: a value of the
+# wrong type raises TypeError where it is passed (a command's field, a function's
+# argument) instead of reaching the pure build's checks, which refuse it with a code.
+DOMAIN_COMPILED = current_build().compiled
 
 
 class Harness:

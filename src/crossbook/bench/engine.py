@@ -27,7 +27,10 @@ alone.
 Figures per scenario (median, min and max over the timed runs): commands/s,
 fills/s (trades per second) and events/s. `sweep` also reports its taker
 segments alone ("sweep · takers"): the fill rate of large orders sweeping
-many levels, without the time spent building the book.
+many levels, without the time spent building the book. The title (and
+``domain_build`` in JSON) says which build of the domain ran: compiled (mypyc)
+or pure Python, and why (`crossbook._compiled`); ``CROSSBOOK_PURE_PYTHON=1``
+runs the source.
 
 Run it:
 
@@ -53,6 +56,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from crossbook._compiled import current_build
 from crossbook.bench import streams
 from crossbook.bench.streams import Stream
 from crossbook.domain import DomainError, Exchange
@@ -262,6 +266,7 @@ def _report(
         "benchmark": "crossbook bench engine",
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
+        "domain_build": current_build().describe(),  # compiled (mypyc) or pure Python, and why
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "commands_requested": commands,
@@ -292,8 +297,9 @@ def _print_table(report: dict[str, Any]) -> None:
     load = report["load_average_1m"]
     table = Table(
         title=(
-            f"crossbook engine · Python {report['python']} · {report['cpu_count']} CPUs · "
-            f"seed {report['seed']} · median of {report['runs']} timed runs"
+            f"crossbook engine · domain {report['domain_build']} · Python {report['python']} · "
+            f"{report['cpu_count']} CPUs · seed {report['seed']} · "
+            f"median of {report['runs']} timed runs"
         ),
         caption=(
             f"{report['warmup_runs']} untimed warm-up run per scenario · GC: {report['gc']} · "
