@@ -20,11 +20,12 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Iterator
+from typing import Final
 
 from crossbook.domain.orders import Order, Side
 
-MAX_DEPTH_LEVELS = 5_000
-_BUY = Side.BUY  # bound once: see the note on enum lookups in `exchange`
+MAX_DEPTH_LEVELS: Final = 5_000
+_BUY: Final = Side.BUY  # bound once: see the note on enum lookups in `exchange`
 
 
 class PriceLevel:

@@ -19,11 +19,13 @@ caller drains it, which is how commands report balance changes.
 
 from __future__ import annotations
 
+from typing import Final
+
 from crossbook.domain._compile_hints import mypyc_attr
 from crossbook.domain.errors import DomainError, ErrorCode
 from crossbook.domain.settlement import TradeLegs
 
-FEE_ACCOUNT_ID = 0
+FEE_ACCOUNT_ID: Final = 0
 BalanceKey = tuple[int, str]
 
 

@@ -21,18 +21,19 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from typing import Final
 
 from crossbook.domain.errors import DomainError, ErrorCode
 from crossbook.domain.units import INT64_MAX, Grid, format_scaled, parse_scaled
 
-FEE_RATE_SCALE = 1_000_000  # fee rates are parts per million of the notional
-MAX_ASSET_DECIMALS = 18
-DEFAULT_MAKER_FEE_RATE = "0.0005"
-DEFAULT_TAKER_FEE_RATE = "0.001"
+FEE_RATE_SCALE: Final = 1_000_000  # fee rates are parts per million of the notional
+MAX_ASSET_DECIMALS: Final = 18
+DEFAULT_MAKER_FEE_RATE: Final = "0.0005"
+DEFAULT_TAKER_FEE_RATE: Final = "0.001"
 
-ASSET_CODE_CHARS = 16  # an asset code is 1 to 16 of A-Z, 0-9
+ASSET_CODE_CHARS: Final = 16  # an asset code is 1 to 16 of A-Z, 0-9
 
-_ASSET_CODE = re.compile(rf"[A-Z0-9]{{1,{ASSET_CODE_CHARS}}}")
+_ASSET_CODE: Final = re.compile(rf"[A-Z0-9]{{1,{ASSET_CODE_CHARS}}}")
 
 
 class MarketStatus(enum.StrEnum):

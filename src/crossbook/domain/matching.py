@@ -21,12 +21,17 @@ Rules the plan encodes:
 
 from __future__ import annotations
 
+from typing import Final
+
 from crossbook.domain.book import BookSide
 from crossbook.domain.fees import fee_total
 from crossbook.domain.markets import FEE_RATE_SCALE
 from crossbook.domain.orders import Order, Side, StpMode
 
-_BUY = Side.BUY  # bound once: see the note on enum lookups in `exchange`
+_BUY: Final = Side.BUY  # bound once: see the note on enum lookups in `exchange`
+_CANCEL_MAKER: Final = StpMode.CANCEL_MAKER
+_CANCEL_TAKER: Final = StpMode.CANCEL_TAKER
+_STP_NONE: Final = StpMode.NONE
 
 
 class MatchPlan:
@@ -88,10 +93,10 @@ def plan_match(
             if len(steps) == max_steps:
                 plan.limit_hit = True
                 return _finish(plan, fee_paid_units)
-            if maker.user_id == taker_user_id and stp_mode is not StpMode.NONE:
-                if stp_mode is not StpMode.CANCEL_TAKER:
+            if maker.user_id == taker_user_id and stp_mode is not _STP_NONE:
+                if stp_mode is not _CANCEL_TAKER:
                     steps.append((maker, 0))
-                if stp_mode is not StpMode.CANCEL_MAKER:
+                if stp_mode is not _CANCEL_MAKER:
                     plan.stp_stops_taker = True
                     return _finish(plan, fee_paid_units)
                 maker = maker.next

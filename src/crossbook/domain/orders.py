@@ -16,7 +16,7 @@ Invariants:
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from crossbook.domain.book import PriceLevel
@@ -54,7 +54,7 @@ class StpMode(enum.StrEnum):
     NONE = "none"
 
 
-DEFAULT_STP_MODE = StpMode.CANCEL_TAKER
+DEFAULT_STP_MODE: Final = StpMode.CANCEL_TAKER
 
 
 class OrderStatus(enum.StrEnum):
@@ -109,7 +109,9 @@ class CloseReason(enum.StrEnum):
     POST_ONLY_WOULD_TAKE = "post_only_would_take"
 
 
-_OPEN = OrderStatus.OPEN  # bound once: see the note on enum lookups in `exchange`
+_OPEN: Final = OrderStatus.OPEN  # bound once: see the note on enum lookups in `exchange`
+_STOP_MARKET: Final = OrderType.STOP_MARKET
+_MARKET: Final = OrderType.MARKET
 
 
 class Order:
@@ -204,7 +206,7 @@ class Order:
 
     @property
     def is_market(self) -> bool:
-        return self.order_type is OrderType.MARKET or self.order_type is OrderType.STOP_MARKET
+        return self.order_type is _MARKET or self.order_type is _STOP_MARKET
 
     def set_status(self, status: OrderStatus) -> None:
         assert status in STATUS_TRANSITIONS[self.status], (self.order_id, self.status, status)
@@ -217,7 +219,7 @@ class Order:
         )
 
 
-RECORD_FIELDS = (
+RECORD_FIELDS: Final = (
     "order_id",
     "user_id",
     "symbol",

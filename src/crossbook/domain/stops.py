@@ -13,10 +13,11 @@ dead entries outnumber live ones (bounded memory under cancel-heavy use).
 from __future__ import annotations
 
 import heapq
+from typing import Final
 
 from crossbook.domain.orders import Order, Side
 
-_COMPACT_MIN_DEAD = 64
+_COMPACT_MIN_DEAD: Final = 64
 
 
 class StopBook:

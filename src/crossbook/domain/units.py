@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Final
 
 from crossbook.domain.errors import DomainError, ErrorCode
 
-INT64_MAX = 2**63 - 1  # the largest amount, id or count any store or message carries
-MAX_DECIMAL_TEXT_CHARS = 40
-MAX_GRID_DECIMALS = 18
+INT64_MAX: Final = 2**63 - 1  # the largest amount, id or count any store or message carries
+MAX_DECIMAL_TEXT_CHARS: Final = 40
+MAX_GRID_DECIMALS: Final = 18
 
-_PLAIN_DECIMAL = re.compile(r"([0-9]+)(?:\.([0-9]+))?")
+_PLAIN_DECIMAL: Final = re.compile(r"([0-9]+)(?:\.([0-9]+))?")
 
 
 def parse_scaled(text: str, decimals: int, code: ErrorCode, field: str) -> int:

@@ -8,6 +8,7 @@ limits, client order id uniqueness, stop triggers, funds) live in `exchange`.
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from crossbook.domain.commands import PlaceOrder
 from crossbook.domain.errors import DomainError, ErrorCode
@@ -15,15 +16,21 @@ from crossbook.domain.markets import MarketSpec
 from crossbook.domain.orders import OrderType, Side, StpMode, TimeInForce
 from crossbook.domain.units import INT64_MAX
 
-MAX_CLIENT_ORDER_ID_CHARS = 64
-CLIENT_ORDER_ID_PATTERN = rf"[A-Za-z0-9_.:\-]{{1,{MAX_CLIENT_ORDER_ID_CHARS}}}"
-_CLIENT_ORDER_ID = re.compile(CLIENT_ORDER_ID_PATTERN)
+MAX_CLIENT_ORDER_ID_CHARS: Final = 64
+CLIENT_ORDER_ID_PATTERN: Final = rf"[A-Za-z0-9_.:\-]{{1,{MAX_CLIENT_ORDER_ID_CHARS}}}"
+_CLIENT_ORDER_ID: Final = re.compile(CLIENT_ORDER_ID_PATTERN)
 
 # Enum members compared on every placement, bound once (see the note in `exchange`).
-_LIMIT, _STOP_LIMIT = OrderType.LIMIT, OrderType.STOP_LIMIT
-_MARKET, _STOP_MARKET = OrderType.MARKET, OrderType.STOP_MARKET
-_FOK, _IOC, _GTD = TimeInForce.FOK, TimeInForce.IOC, TimeInForce.GTD
-_INVALID_PRICE = ErrorCode.INVALID_PRICE
+_LIMIT: Final = OrderType.LIMIT
+_STOP_LIMIT: Final = OrderType.STOP_LIMIT
+_MARKET: Final = OrderType.MARKET
+_STOP_MARKET: Final = OrderType.STOP_MARKET
+_FOK: Final = TimeInForce.FOK
+_IOC: Final = TimeInForce.IOC
+_GTD: Final = TimeInForce.GTD
+_BUY: Final = Side.BUY
+_GTC: Final = TimeInForce.GTC
+_INVALID_PRICE: Final = ErrorCode.INVALID_PRICE
 
 
 def effective_time_in_force(cmd: PlaceOrder) -> TimeInForce:
@@ -127,7 +134,7 @@ def _check_limit(spec: MarketSpec, cmd: PlaceOrder) -> None:
     price = check_price(spec, cmd.price_ticks, _INVALID_PRICE, "price")
     lots = check_quantity(spec, cmd.quantity_lots)
     check_min_notional(spec, price, lots)
-    if cmd.post_only and cmd.time_in_force not in (TimeInForce.GTC, _GTD):
+    if cmd.post_only and cmd.time_in_force not in (_GTC, _GTD):
         raise DomainError(ErrorCode.INVALID_ORDER, "post_only needs GTC or GTD", field="post_only")
 
 
@@ -144,7 +151,7 @@ def _check_market(spec: MarketSpec, cmd: PlaceOrder) -> None:
             ErrorCode.INVALID_ORDER, "give either quantity or quote_quantity, not both"
         )
     if budget:
-        if cmd.side is not Side.BUY:
+        if cmd.side is not _BUY:
             raise DomainError(
                 ErrorCode.INVALID_ORDER,
                 "quote_quantity is for market buys only",
@@ -165,7 +172,7 @@ def _check_market(spec: MarketSpec, cmd: PlaceOrder) -> None:
                 provided=spec.format_quote(budget),
             )
         return
-    if cmd.order_type is _STOP_MARKET and cmd.side is Side.BUY:
+    if cmd.order_type is _STOP_MARKET and cmd.side is _BUY:
         raise DomainError(
             ErrorCode.INVALID_ORDER,
             "a stop_market buy needs quote_quantity (its cost is reserved)",
