@@ -110,6 +110,8 @@ class CloseReason(enum.StrEnum):
 
 
 _OPEN: Final = OrderStatus.OPEN  # bound once: see the note on enum lookups in `exchange`
+# the statuses of an open order: resting in a book, or a stop waiting to trigger
+OPEN_STATUSES: Final = (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED)
 _STOP_MARKET: Final = OrderType.STOP_MARKET
 _MARKET: Final = OrderType.MARKET
 

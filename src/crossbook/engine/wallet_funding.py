@@ -56,7 +56,6 @@ from crossbook.domain import (
     ErrorCode,
     Hold,
     MarketSpec,
-    OrderStatus,
     OrderType,
     PlaceOrder,
     Side,
@@ -65,6 +64,7 @@ from crossbook.domain import (
 )
 from crossbook.domain.fees import reserve_asset
 from crossbook.domain.funding import amend_hold_units, place_hold_units
+from crossbook.domain.orders import OPEN_STATUSES
 from crossbook.engine.engine import EngineOverloadedError, EngineUnavailableError
 from crossbook.engine.guarded_wallet import WalletCircuitOpenError
 from crossbook.engine.order_entry import WalletOutageError
@@ -86,7 +86,6 @@ MAX_BACKGROUND_VOIDS = 1_000
 BACKGROUND_VOID_POLICY = RetryPolicy(max_attempts=5, initial_backoff_ms=1_000, max_backoff_ms=5_000)
 DEFAULT_MARKET_BUY_MARGIN_BPS = 500
 DEFAULT_UNDECIDED_HOLD_MS = 30_000
-OPEN_STATUSES = (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED)
 
 RestingAsks = Callable[[int, str], Awaitable[dict[int, int]]]  # (user, symbol) -> ticks: lots
 

@@ -84,13 +84,13 @@ from crossbook.adapters.sql.schema import (
     users,
 )
 from crossbook.domain import OrderStatus
+from crossbook.domain.orders import OPEN_STATUSES
 from crossbook.domain.units import INT64_MAX
 
 AnySelect: TypeAlias = Select[*tuple[Any, ...]]
 
 MAX_QUERY_LIMIT = 1_000
 DEFAULT_QUERY_LIMIT = 100
-OPEN_STATUSES = (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED)
 HALF_BITS = 32  # a wide sum is summed as its high and low 32-bit halves
 
 

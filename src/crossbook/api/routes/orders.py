@@ -48,6 +48,7 @@ from crossbook.api.schemas import (
 )
 from crossbook.api.views import order_json, trade_json
 from crossbook.domain import CancelOrder, ErrorCode, MarketSpec, OrderStatus
+from crossbook.domain.orders import OPEN_STATUSES
 from crossbook.domain.validation import CLIENT_ORDER_ID_PATTERN, MAX_CLIENT_ORDER_ID_CHARS
 from crossbook.engine.order_entry import CancelOutcome, OrderOutcome
 from crossbook.engine.order_view import OrderView
@@ -71,7 +72,6 @@ ClientOrderIdPath = Annotated[
 ]
 
 ACTIVE_STATUS_ALIAS = "active"  # open + partially_filled
-OPEN_STATUSES = (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED)
 _STATUS_WORDS = "|".join([ACTIVE_STATUS_ALIAS, *(s.value for s in OrderStatus)])
 STATUS_PATTERN = f"^({_STATUS_WORDS})(,({_STATUS_WORDS}))*$"
 
