@@ -158,7 +158,7 @@ def test_upgrading_a_store_with_history_sets_the_floor_at_the_upgrade(
         before_ms = int(time.time() * 1000)
         await asyncio.to_thread(upgrade, url)
         after_ms = int(time.time() * 1000)
-        assert await asyncio.to_thread(current_revision, url) == "0004"
+        assert await asyncio.to_thread(current_revision, url) == "0005"
         async with await SqlStore.open(url) as upgraded:
             progress = await upgraded.holds.progress()
         assert before_ms <= progress.floor_ms <= after_ms

@@ -336,7 +336,7 @@ def test_the_migration_backfills_the_rollup_from_the_trades(fresh_database_url: 
                 await store.commit(batch)
         await asyncio.to_thread(downgrade_to_0002, url)
         async with await SqlStore.open(url) as migrated:
-            assert await asyncio.to_thread(current_revision, url) == "0004"
+            assert await asyncio.to_thread(current_revision, url) == "0005"
             await assert_candles_match_trades(migrated, driver.trades)
             for batch in run_days(driver, 10):
                 await migrated.commit(batch)

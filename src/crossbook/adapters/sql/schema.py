@@ -216,7 +216,8 @@ orders = Table(
     _enum("close_reason", nullable=True),
     Index(None, "user_id", "status"),
     Index(None, "user_id", "created_at_ms"),
-    Index(None, "symbol", "status"),
+    # recovery reads the open orders by status: O(open orders), not O(every order ever)
+    Index(None, "status", "order_id"),
     Index(None, "user_id", "client_order_id"),
 )
 
